@@ -1,0 +1,83 @@
+"""Files that must never be half-written: checkpoints and run records.
+
+Every write goes to a temporary file in the target's folder, is flushed to disk, and is then
+renamed over the target (``os.replace`` is atomic on POSIX), so a reader sees either the old
+file or the new one, never a torn one. Checkpoints are read with ``weights_only=True``: no
+pickled code is ever executed.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, corrupt, truncated, or holds something other than tensors."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename), creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Serialise ``obj`` as indented JSON and write it atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """``torch.save`` a dict of tensors / plain Python values atomically."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint safely (``weights_only=True``).
+
+    Raises:
+        CheckpointError: the file is missing, truncated or corrupt, or is a pickle that holds
+            objects other than tensors and plain containers (refused, never executed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds objects other than tensors and plain containers; "
+            f"refused without executing it (weights_only=True): {str(e).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt or truncated ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (how records name the teacher checkpoint they used)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
