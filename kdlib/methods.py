@@ -55,6 +55,25 @@ class SetupInfo:
     epochs: int
 
 
+@dataclass
+class InitStage:
+    """A stage trained before the main one (AB/FT/FSP initialisation, SSKD's teacher head).
+
+    Attributes:
+        epochs: length of the stage (already scaled to the run by the method).
+        parameters: what this stage's own SGD optimizer trains.
+        loss: ``loss(batch, fs, ft) -> {name: weighted scalar}``.
+        lr, milestones, gamma: its step schedule (epochs count from 1 within the stage).
+    """
+
+    epochs: int
+    parameters: list[nn.Parameter]
+    loss: Callable[[Batch, Features, Features], dict[str, Tensor]]
+    lr: float = 0.05
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+
+
 class Method(nn.Module):
     """Base class: plain cross-entropy training (the ``vanilla`` student).
 
@@ -72,6 +91,10 @@ class Method(nn.Module):
 
     def setup(self, info: SetupInfo) -> None:
         """Build auxiliary modules from the shapes in ``info`` (default: nothing to build)."""
+
+    def init_stage(self, model: nn.Module) -> InitStage | None:
+        """The stage to train before the main one, if the method has one (called after setup)."""
+        return None
 
     def forward(self, batch: Batch, fs: Features, ft: Features | None, epoch: int) -> dict[str, Tensor]:
         """Weighted loss terms of one step (``epoch`` counts from 1), each a scalar tensor."""

@@ -1,0 +1,115 @@
+"""Profiles: one name sets the dataset, subset sizes, epochs, pairs and seeds of every chapter.
+
+| profile | data | purpose |
+|---|---|---|
+| smoke | synthetic, tiny subsets, 1 epoch | CI: every chapter runs end to end in minutes |
+| cpu   | Fashion-MNIST subset, small pairs | the book built on a laptop (the default) |
+| gpu   | Fashion-MNIST full size, CRD-zoo pairs, 3 seeds | a real comparison on one GPU |
+| paper | CIFAR-100, the papers' pairs, CRD recipe, 5 seeds | reproducing the papers |
+
+Explicit notebook parameters override a profile's fields (:func:`get` takes them as keywords).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+from .data import Dataset, load
+from .train import RECIPES, Recipe
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The settings of one profile.
+
+    Attributes:
+        name: profile name (stored in every record).
+        dataset: dataset name for :func:`kdlib.data.load`; ``dataset_kwargs`` go with it.
+        train_size, test_size: class-balanced subset sizes (``None``: the whole split).
+        epochs, teacher_epochs: run lengths of students and teachers; the recipe's
+            milestones (and methods' schedules) scale to them.
+        batch_size: training batch size.
+        seeds: student seeds (a table reports mean ± std over them).
+        pairs: ``(teacher, student)`` pairs, the same-family pair first, then cross-family.
+        device: default device.
+        recipe: name in :data:`kdlib.train.RECIPES`.
+    """
+
+    name: str
+    dataset: str
+    dataset_kwargs: dict = field(default_factory=dict)
+    train_size: int | None = None
+    test_size: int | None = None
+    epochs: int = 240
+    teacher_epochs: int = 240
+    batch_size: int = 64
+    seeds: tuple[int, ...] = (0,)
+    pairs: tuple[tuple[str, str], ...] = ()
+    device: str = "cpu"
+    recipe: str = "crd"
+
+    def load_data(self, root=None) -> Dataset:
+        """The profile's dataset with its subsets (subsets drawn with seed 0, for every run)."""
+        ds = load(self.dataset, root, **self.dataset_kwargs)
+        return ds.subset(self.train_size, self.test_size, seed=0)
+
+    def data_config(self) -> dict:
+        """What identifies the data in a record."""
+        return {"name": self.dataset, **self.dataset_kwargs, "train_size": self.train_size,
+                "test_size": self.test_size, "subset_seed": 0}
+
+    def student_recipe(self) -> Recipe:
+        return RECIPES[self.recipe].scaled(self.epochs, self.batch_size)
+
+    def teacher_recipe(self) -> Recipe:
+        return RECIPES[self.recipe].scaled(self.teacher_epochs, self.batch_size)
+
+
+PROFILES = {
+    "smoke": Profile("smoke", "synthetic", dict(num_classes=10, train_size=256, test_size=128, channels=1),
+                     epochs=1, teacher_epochs=2, batch_size=64, seeds=(0,),
+                     pairs=(("resnet20", "resnet8"), ("resnet20", "MobileNetV2"))),
+    "cpu": Profile("cpu", "fashion_mnist", train_size=6000, test_size=2000, epochs=8, teacher_epochs=15,
+                   batch_size=64, seeds=(0, 1), pairs=(("resnet20", "resnet8"), ("resnet20", "MobileNetV2"))),
+    "gpu": Profile("gpu", "fashion_mnist", epochs=30, teacher_epochs=60, batch_size=64, seeds=(0, 1, 2),
+                   device="cuda",
+                   pairs=(("resnet32x4", "resnet8x4"), ("vgg13", "vgg8"), ("wrn_40_2", "wrn_16_2"),
+                          ("resnet32x4", "ShuffleV1"), ("vgg13", "MobileNetV2"))),
+    "paper": Profile("paper", "cifar100", epochs=240, teacher_epochs=240, batch_size=64, seeds=(0, 1, 2, 3, 4),
+                     device="cuda",
+                     pairs=(("resnet32x4", "resnet8x4"), ("vgg13", "vgg8"), ("wrn_40_2", "wrn_16_2"),
+                            ("resnet56", "resnet20"), ("resnet32x4", "ShuffleV1"), ("vgg13", "MobileNetV2"),
+                            ("ResNet50", "MobileNetV2"), ("wrn_40_2", "ShuffleV1"))),
+}
+
+
+def list_profiles() -> list[str]:
+    """Names accepted by :func:`get`."""
+    return list(PROFILES)
+
+
+def get(name: str, **overrides) -> Profile:
+    """A profile by name, with fields overridden (``None`` values are ignored).
+
+    Raises:
+        ValueError: unknown profile or field, or an override of the wrong type/range.
+    """
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    valid = {f.name for f in fields(Profile)} - {"name"}
+    bad = sorted(set(overrides) - valid)
+    if bad:
+        raise ValueError(f"profiles have no field {', '.join(bad)}; valid: {', '.join(sorted(valid))}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    for k in ("epochs", "teacher_epochs", "batch_size"):
+        if k in overrides and not (isinstance(overrides[k], int) and overrides[k] >= 1):
+            raise ValueError(f"{k} must be a positive int, got {overrides[k]!r}")
+    if "seeds" in overrides:
+        seeds = overrides["seeds"]
+        if isinstance(seeds, int):
+            seeds = (seeds,)
+        if not (isinstance(seeds, (list, tuple)) and seeds and all(isinstance(s, int) for s in seeds)):
+            raise ValueError(f"seeds must be a non-empty list of ints, got {overrides['seeds']!r}")
+        overrides["seeds"] = tuple(seeds)
+    if "pairs" in overrides:
+        overrides["pairs"] = tuple(tuple(p) for p in overrides["pairs"])
+    return replace(PROFILES[name], **overrides)

@@ -1,0 +1,151 @@
+"""The results store: one JSON record per run, train-or-load, and tables over seeds.
+
+A record is keyed by the hash of its fully resolved config (method and hyperparameters,
+models, dataset and subset, recipe, seed, profile, teacher checkpoint hash), so asking
+again for the same run loads it instead of training. Records are written atomically
+(temp file + rename): concurrent writers never leave a torn file. Every table and number in
+the book is computed from these records (chapter 0, "the protocol").
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+import torch
+
+from .io import atomic_write_json
+
+DEFAULT_DIR = Path("results")
+
+
+def config_key(config: dict) -> str:
+    """16 hex digits of the SHA-256 of the config's canonical JSON (sorted keys)."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def environment() -> dict:
+    """Versions and machine facts stored with every record."""
+    return {"kdlib_commit": _git_commit(), "torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "cpu_threads": torch.get_num_threads(),
+            "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Store:
+    """A folder of run records, ``<root>/<key>.json``.
+
+    Args:
+        root: the folder (created on first write); the book uses ``results/`` at the top level.
+    """
+
+    def __init__(self, root: str | Path = DEFAULT_DIR):
+        self.root = Path(root)
+
+    def path(self, config: dict) -> Path:
+        return self.root / f"{config_key(config)}.json"
+
+    def get(self, config: dict) -> dict | None:
+        """The record of this exact config, or ``None``."""
+        path = self.path(config)
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text())
+
+    def put(self, config: dict, summary: dict, device: str) -> dict:
+        """Write the record of a finished run (atomically) and return it.
+
+        Args:
+            config: the resolved config (what was run).
+            summary: the trainer's summary (history, last/best accuracy, timing).
+            device: where it ran.
+        """
+        record = {"key": config_key(config), "config": config, **summary, "device": device,
+                  "env": environment(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        atomic_write_json(self.path(config), record)
+        return record
+
+    def records(self, **match) -> list[dict]:
+        """All records whose config has the given values (dotted keys reach inside:
+        ``teacher.arch="resnet20"``)."""
+        out = []
+        for path in sorted(self.root.glob("*.json")):
+            rec = json.loads(path.read_text())
+            if all(_get(rec["config"], k) == v for k, v in match.items()):
+                out.append(rec)
+        return out
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def train_or_load(configs: list[dict], train: Callable[[list[dict]], list[dict]], store: Store,
+                  force: bool = False) -> list[dict]:
+    """Records for ``configs``: stored ones are loaded, the rest trained together.
+
+    Args:
+        configs: resolved run configs.
+        train: trains the given configs (in one group, e.g. ``distill_many``) and returns one
+            trainer summary per config, in order, each with a ``device`` entry.
+        store: where records live.
+        force: retrain even when a record exists.
+
+    Returns:
+        one record per config, in order.
+    """
+    records = [None if force else store.get(c) for c in configs]
+    missing = [c for c, r in zip(configs, records) if r is None]
+    if missing:
+        fresh = iter(store.put(c, s, s.pop("device")) for c, s in zip(missing, train(missing)))
+        records = [r if r is not None else next(fresh) for r in records]
+    return records
+
+
+def table(records: Iterable[dict], by: list[str], metrics=("last_acc", "best_acc")) -> pd.DataFrame:
+    """Mean, std and n over seeds of each metric, grouped by config fields.
+
+    Args:
+        records: run records.
+        by: dotted config keys to group by, e.g. ``["method.name", "student.arch"]``.
+        metrics: record fields to aggregate (accuracies in %).
+
+    Returns:
+        one row per group with ``<metric>_mean``, ``<metric>_std`` (sample std; NaN for n=1)
+        and ``n``.
+    """
+    rows = [{**{k: _get(r["config"], k) for k in by}, **{m: r[m] for m in metrics}} for r in records]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=[*by, *(f"{m}_{s}" for m in metrics for s in ("mean", "std")), "n"])
+    g = df.groupby(by, sort=False)
+    out = g[list(metrics)].agg(["mean", "std"])
+    out.columns = [f"{m}_{s}" for m, s in out.columns]
+    out["n"] = g.size()
+    return out.reset_index()
+
+
+def mean_std(df: pd.DataFrame, metric: str = "last_acc", digits: int = 2) -> pd.Series:
+    """Format ``<metric>_mean ± <metric>_std`` as text (``± –`` where n = 1)."""
+    def fmt(row):
+        std = row[f"{metric}_std"]
+        return f"{row[f'{metric}_mean']:.{digits}f} ± " + ("–" if pd.isna(std) else f"{std:.{digits}f}")
+    return df.apply(fmt, axis=1)

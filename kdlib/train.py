@@ -1,0 +1,427 @@
+"""The trainer: teacher training, distillation, and several students on one teacher forward.
+
+One code path for CPU and CUDA (chapter 0, "the protocol"). The data lives on the device
+(:class:`~kdlib.data.DeviceLoader`); each step runs the teacher once under ``no_grad`` in
+eval mode, then every student's forward, its method's loss terms (float32), backward and
+SGD step. Metrics stay on the device until the epoch ends, so a CUDA step never waits for
+the host. Checkpoints are written atomically every ``checkpoint_every`` epochs; ``resume``
+continues from the last one and ends with the same weights as an uninterrupted run.
+
+Entry points: :func:`fit` (a network from scratch: teachers, vanilla students),
+:func:`distill` (one student), :func:`distill_many` (several students, the same batches).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from .data import Dataset, DeviceLoader
+from .io import load_checkpoint, save_checkpoint
+from .methods import Batch, Method, SetupInfo
+from .models import Features
+
+LOW_LR_ARCHS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An optimisation recipe (SGD with step decay). Epochs count from 1.
+
+    The learning rate of epoch ``e`` is ``lr · gamma^(number of milestones m with e > m)``,
+    RepDistiller's rule (epoch 151 is the first at 0.1x in the CRD protocol).
+    """
+
+    epochs: int = 240
+    batch_size: int = 64
+    lr: float = 0.05
+    low_lr: float = 0.01          # for MobileNetV2 / ShuffleNets, as every repo hard-codes
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    milestones: tuple[int, ...] = (150, 180, 210)
+    gamma: float = 0.1
+    grad_clip: float | None = None  # max global grad norm (SDD's trainer clips at 40)
+
+    def lr_for(self, arch: str | None) -> float:
+        """Base learning rate for a network of this architecture name."""
+        return self.low_lr if arch in LOW_LR_ARCHS else self.lr
+
+    def lr_factor(self, epoch: int) -> float:
+        """Multiplier of the base learning rate in ``epoch`` (1-based)."""
+        return self.gamma ** sum(epoch > m for m in self.milestones)
+
+    def scaled(self, epochs: int, batch_size: int | None = None) -> "Recipe":
+        """The same recipe over ``epochs`` epochs, milestones moved proportionally."""
+        ms = tuple(max(1, round(m * epochs / self.epochs)) for m in self.milestones)
+        return replace(self, epochs=epochs, milestones=ms, batch_size=batch_size or self.batch_size)
+
+
+RECIPES = {
+    "crd": Recipe(),                                    # RepDistiller / mdistiller / TTM / DCD / RRD / SDD
+    "sskd": Recipe(),                                   # same numbers; its images count 4x per batch
+    "cd": Recipe(epochs=200, batch_size=128, lr=0.1, low_lr=0.1, milestones=(60, 120, 160), gamma=0.2),
+}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or Inf; the run stopped and the last checkpoint is kept."""
+
+
+@dataclass
+class Student:
+    """One network being trained, with its method and (built by the trainer) optimizer.
+
+    Attributes:
+        name: key in the results (e.g. ``"kd"``).
+        model: the student network.
+        method: a :class:`~kdlib.methods.Method` (``vanilla`` for plain training).
+        arch: architecture name (chooses the low learning rate for MobileNetV2/ShuffleNets).
+    """
+
+    name: str
+    model: nn.Module
+    method: Method
+    arch: str | None = None
+    optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
+    step_module: nn.Module | None = field(default=None, repr=False)
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Options:
+    """How to run (not what to learn): device, precision, checkpoints, progress.
+
+    Attributes:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+        amp: bf16 autocast (default: on for CUDA, off for CPU).
+        channels_last: NHWC memory format for images and models (default on).
+        compile: wrap each model's forward in ``torch.compile``.
+        checkpoint: path of the checkpoint file (``None``: no checkpoints).
+        checkpoint_every: epochs between checkpoints (the last epoch is always saved).
+        resume: continue from ``checkpoint`` if it exists.
+        progress: show tqdm bars.
+        eval_batch: batch size of the test-set evaluation.
+        callbacks: ``f(epoch, {student name: metrics})`` called after every epoch.
+    """
+
+    device: str = "cpu"
+    amp: bool | None = None
+    channels_last: bool = True
+    compile: bool = False
+    checkpoint: str | os.PathLike | None = None
+    checkpoint_every: int = 1
+    resume: bool = False
+    progress: bool = True
+    eval_batch: int = 1000
+    callbacks: list[Callable[[int, dict], None]] = field(default_factory=list)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Check that ``device`` exists here; a clear error otherwise."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available on this machine; use 'cpu'")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {str(device)!r}; valid: 'cpu', 'cuda', 'cuda:<index>'")
+    return dev
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points
+
+def fit(model: nn.Module, dataset: Dataset, recipe: Recipe, *, arch: str | None = None,
+        seed: int = 0, options: Options | None = None) -> dict:
+    """Train a network from scratch with cross-entropy (teachers, vanilla students).
+
+    Returns the run summary of :func:`distill_many` for this network.
+    """
+    from .methods import create
+    return distill_many([Student("vanilla", model, create("vanilla"), arch)], None, dataset, recipe,
+                        seed=seed, options=options)["vanilla"]
+
+
+def distill(student: nn.Module, teacher: nn.Module, method: Method, dataset: Dataset, recipe: Recipe, *,
+            arch: str | None = None, seed: int = 0, options: Options | None = None) -> dict:
+    """Distil ``teacher`` into ``student`` with ``method``; returns the run summary."""
+    return distill_many([Student("student", student, method, arch)], teacher, dataset, recipe,
+                        seed=seed, options=options)["student"]
+
+
+def distill_many(students: list[Student], teacher: nn.Module | None, dataset: Dataset, recipe: Recipe, *,
+                 seed: int = 0, options: Options | None = None) -> dict[str, dict]:
+    """Train several students on identical batches with one teacher forward per step.
+
+    Each student has its own method, optimizer and learning-rate rule; all see the same
+    images in the same order (the loader's randomness depends only on ``seed``), so
+    ``distill_many([a, b])`` gives each the result it would get alone with that seed.
+
+    Returns:
+        ``{student name: summary}``; a summary holds ``history`` (per epoch: ``epoch``,
+        ``lr``, ``test_acc`` in %, mean loss ``terms``, ``seconds``, ``images_per_s``),
+        ``last_acc``, ``best_acc``, ``best_epoch``, ``wall_time`` (s) and ``images_per_s``.
+    """
+    opts = options or Options()
+    run = _Run(students, teacher, dataset, recipe, seed, opts)
+    return run.train()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+class _Run:
+    def __init__(self, students, teacher, dataset, recipe, seed, opts: Options):
+        names = [s.name for s in students]
+        if len(set(names)) != len(names):
+            raise ValueError(f"student names must be unique, got {names}")
+        if len({s.method.needs_rotations for s in students}) > 1:
+            raise ValueError("students whose methods need rotated copies (SSKD) must be trained in their own group")
+        self.students, self.teacher, self.dataset, self.recipe = students, teacher, dataset, recipe
+        self.seed, self.opts = seed, opts
+        self.device = resolve_device(opts.device)
+        self.amp = opts.amp if opts.amp is not None else self.device.type == "cuda"
+        self.rank, self.world = _dist_info()
+        self.needs_teacher = any(s.method.needs_teacher for s in students)
+        if self.needs_teacher and teacher is None:
+            raise ValueError(f"methods {[s.method.__class__.__name__ for s in students if s.method.needs_teacher]} need a teacher")
+        self.preact = any(s.method.needs_preact for s in students)
+        self.loader = DeviceLoader(dataset.train, recipe.batch_size, self.device, seed=seed,
+                                   rotations=students[0].method.needs_rotations,
+                                   channels_last=opts.channels_last, rank=self.rank, world_size=self.world)
+        self.test_loader = DeviceLoader(dataset.test, opts.eval_batch, self.device, augment=False,
+                                        channels_last=opts.channels_last)
+        self.start_epoch = 1
+
+    # -- setup -------------------------------------------------------------------------------
+    def _prepare(self):
+        torch.manual_seed(self.seed)
+        fmt = torch.channels_last if self.opts.channels_last else torch.preserve_format
+        if self.teacher is not None:
+            self.teacher.to(self.device, memory_format=fmt).eval().requires_grad_(False)
+        probe = next(iter(self.loader.iter_epoch(0)))[0][:2]
+        with torch.no_grad():
+            ft = self.teacher.eval().forward_features(probe, preact=self.preact) if self.needs_teacher else None
+        for s in self.students:
+            s.model.to(self.device, memory_format=fmt)
+            with torch.no_grad():
+                fs = s.model.eval().forward_features(probe, preact=self.preact)
+            s.method.setup(SetupInfo(fs, ft, self.dataset.num_classes, self.dataset.train.labels.to(self.device),
+                                     self.recipe.epochs))
+            s.method.to(self.device)
+            s.step_module = _StepModule(s.model, s.method)
+            if self.world > 1:
+                s.step_module = nn.parallel.DistributedDataParallel(s.step_module, find_unused_parameters=True,
+                                                                    broadcast_buffers=False)
+            params = [p for p in s.step_module.parameters() if p.requires_grad]
+            s.optimizer = torch.optim.SGD(params, lr=self.recipe.lr_for(s.arch), momentum=self.recipe.momentum,
+                                          weight_decay=self.recipe.weight_decay,
+                                          fused=self.device.type in ("cuda", "cpu"))
+            if self.opts.compile:
+                s.model.forward_features = torch.compile(s.model.forward_features)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _state(self, epoch: int) -> dict:
+        return {"epoch": epoch, "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                "students": {s.name: {"model": s.model.state_dict(), "method": s.method.state_dict(),
+                                      "optimizer": s.optimizer.state_dict(), "history": s.history}
+                             for s in self.students}}
+
+    def _maybe_resume(self):
+        path = self.opts.checkpoint
+        if not (self.opts.resume and path and Path(path).is_file()):
+            return
+        state = load_checkpoint(path, map_location=self.device)
+        for s in self.students:
+            if s.name not in state["students"]:
+                raise ValueError(f"checkpoint {path} has no student {s.name!r} (it has {list(state['students'])})")
+            st = state["students"][s.name]
+            s.model.load_state_dict(st["model"])
+            s.method.load_state_dict(st["method"])
+            s.optimizer.load_state_dict(st["optimizer"])
+            s.history = list(st["history"])
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        if state["rng_cuda"]:
+            torch.cuda.set_rng_state_all([t.cpu() for t in state["rng_cuda"]])
+        self.start_epoch = state["epoch"] + 1
+
+    def _save(self, epoch: int):
+        if self.opts.checkpoint and self.rank == 0:
+            save_checkpoint(self.opts.checkpoint, self._state(epoch))
+
+    # -- the loop -----------------------------------------------------------------------------
+    def train(self) -> dict[str, dict]:
+        self._prepare()
+        self._maybe_resume()
+        if self.start_epoch == 1:
+            for s in self.students:
+                self._init_stage(s)
+        bar = _progress(range(self.start_epoch, self.recipe.epochs + 1), self.opts.progress and self.rank == 0,
+                        desc="epochs", initial=self.start_epoch - 1, total=self.recipe.epochs)
+        for epoch in bar:
+            metrics = self._epoch(epoch)
+            if self.opts.progress:
+                bar.set_postfix({s: f"{m['test_acc']:.2f}" for s, m in metrics.items()})
+            if epoch % self.opts.checkpoint_every == 0 or epoch == self.recipe.epochs:
+                self._save(epoch)
+            for cb in self.opts.callbacks:
+                cb(epoch, metrics)
+        return {s.name: summarize(s.history) for s in self.students}
+
+    def _init_stage(self, s: Student) -> None:
+        """Run the method's pre-training stage with its own optimizer (epochs -1, -2, ... of the loader)."""
+        stage = s.method.init_stage(s.model)
+        if stage is None or stage.epochs == 0:
+            return
+        opt = torch.optim.SGD(stage.parameters, lr=stage.lr, momentum=self.recipe.momentum,
+                              weight_decay=self.recipe.weight_decay)
+        s.model.train()
+        for e in _progress(range(1, stage.epochs + 1), self.opts.progress and self.rank == 0, desc=f"{s.name} init"):
+            for group in opt.param_groups:
+                group["lr"] = stage.lr * stage.gamma ** sum(e > m for m in stage.milestones)
+            for step, (images, labels, idx) in enumerate(self.loader.iter_epoch(-e)):
+                ft = self._teacher_forward(images)
+                with self._autocast():
+                    fs = s.model.forward_features(images, preact=self.preact)
+                    terms = stage.loss(Batch(images, labels, idx), fs, ft)
+                stats = _TermStats()
+                stats.add(terms, step)
+                stats.raise_if_nonfinite(f"{s.name} (init stage)", e)
+                opt.zero_grad(set_to_none=True)
+                sum(terms.values()).backward()
+                opt.step()
+
+    def _epoch(self, epoch: int) -> dict[str, dict]:
+        for s in self.students:
+            for group in s.optimizer.param_groups:
+                group["lr"] = self.recipe.lr_for(s.arch) * self.recipe.lr_factor(epoch)
+            s.model.train()
+            s.method.train()
+        stats = [_TermStats() for _ in self.students]
+        check_each_step = self.device.type == "cpu"   # free on CPU; on CUDA once per epoch (no host sync)
+        n_images, t0 = 0, time.perf_counter()
+        steps = _progress(self.loader.iter_epoch(epoch), self.opts.progress and self.rank == 0,
+                          desc=f"epoch {epoch}", total=len(self.loader), leave=False)
+        for step, (images, labels, idx) in enumerate(steps):
+            batch = Batch(images, labels, idx)
+            ft = self._teacher_forward(images)
+            for s, st in zip(self.students, stats):
+                st.add(self._student_step(s, batch, ft, epoch), step)
+                if check_each_step:
+                    st.raise_if_nonfinite(s.name, epoch)
+            n_images += len(labels)
+        seconds = time.perf_counter() - t0
+        for s, st in zip(self.students, stats):
+            st.raise_if_nonfinite(s.name, epoch)
+        return self._finish_epoch(epoch, stats, len(self.loader), seconds, n_images * self.world)
+
+    def _autocast(self):
+        if not self.amp:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _teacher_forward(self, images: Tensor) -> Features | None:
+        if not self.needs_teacher:
+            return None
+        with torch.no_grad(), self._autocast():
+            return self.teacher.forward_features(images, preact=self.preact)
+
+    def _student_step(self, s: Student, batch: Batch, ft, epoch: int) -> dict[str, Tensor]:
+        with self._autocast():
+            terms = s.step_module(batch, ft, epoch, self.preact)
+        loss = sum(terms.values())
+        s.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.recipe.grad_clip is not None:
+            nn.utils.clip_grad_norm_([p for g in s.optimizer.param_groups for p in g["params"]], self.recipe.grad_clip)
+        s.optimizer.step()
+        return terms
+
+    def _finish_epoch(self, epoch, stats, n_steps, seconds, n_images) -> dict[str, dict]:
+        out = {}
+        for s, st in zip(self.students, stats):
+            metrics = {"epoch": epoch, "lr": s.optimizer.param_groups[0]["lr"],
+                       "test_acc": evaluate(s.model, self.test_loader, self.amp),
+                       "terms": {k: float(v) / n_steps for k, v in st.sums.items()},
+                       "seconds": seconds, "images_per_s": n_images / seconds}
+            s.history.append(metrics)
+            out[s.name] = metrics
+        return out
+
+
+class _TermStats:
+    """Per-term sums over an epoch and each term's first non-finite step, kept on the device."""
+
+    def __init__(self):
+        self.sums: dict[str, Tensor] = {}
+        self.first_bad: dict[str, Tensor] = {}
+
+    def add(self, terms: dict[str, Tensor], step: int) -> None:
+        for k, v in terms.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums.get(k, 0) + v
+            bad = ~torch.isfinite(v)
+            prev = self.first_bad.get(k)
+            self.first_bad[k] = torch.where(bad, step, -1) if prev is None else torch.where((prev < 0) & bad, step, prev)
+
+    def raise_if_nonfinite(self, student: str, epoch: int) -> None:
+        for k, v in self.first_bad.items():
+            if int(v) >= 0:
+                raise NonFiniteLossError(f"student {student!r}: loss term {k!r} became NaN/Inf at epoch {epoch}, "
+                                         f"step {int(v)}; the run stopped and its last checkpoint is kept")
+
+
+class _StepModule(nn.Module):
+    """Student + method as one module, so DDP sees every trainable parameter of a student."""
+
+    def __init__(self, model: nn.Module, method: Method):
+        super().__init__()
+        self.model, self.method = model, method
+
+    def forward(self, batch: Batch, ft: Features | None, epoch: int, preact: bool) -> dict[str, Tensor]:
+        fs = self.model.forward_features(batch.images, preact=preact)
+        return self.method(batch, fs, ft, epoch)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DeviceLoader, amp: bool = False) -> float:
+    """Top-1 accuracy in % of ``model`` (put in eval mode) over one pass of ``loader``."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=loader.device)
+    ctx = torch.autocast(loader.device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    with ctx:
+        for images, labels, _ in loader.iter_epoch(0):
+            correct += (model(images).argmax(1) == labels).sum()
+    model.train(was_training)
+    return 100.0 * int(correct) / len(loader.labels)
+
+
+def summarize(history: list[dict]) -> dict:
+    """Last/best accuracy, timing and throughput of a run from its per-epoch history."""
+    best = max(history, key=lambda h: h["test_acc"])
+    seconds = sum(h["seconds"] for h in history)
+    images = sum(h["images_per_s"] * h["seconds"] for h in history)
+    return {"history": history, "last_acc": history[-1]["test_acc"], "best_acc": best["test_acc"],
+            "best_epoch": best["epoch"], "wall_time": seconds, "images_per_s": images / seconds if seconds else math.nan}
+
+
+def _progress(it, enabled: bool, **kw):
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+    return tqdm(it, **kw)
+
+
+def _dist_info() -> tuple[int, int]:
+    """(rank, world size): from the initialised process group, else a single process."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
