@@ -7,10 +7,11 @@ STAMP := $(VENV)/.stamp-setup
 PROFILE ?= cpu
 CHAPTER ?=
 FMNIST := /usr/share/datasets/fashion-mnist
+MATHJAX := _vendor/mathjax/tex-svg-full.js
 
-.PHONY: setup data book test lab bench clean-book
+.PHONY: setup system book test lab
 
-setup: $(STAMP) data
+setup: $(STAMP) $(MATHJAX) system
 
 # Re-runs only when pyproject.toml changes; pip finds torch's CPU wheel where one is provided.
 $(STAMP): pyproject.toml
@@ -19,12 +20,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[book,dev,vision]'
 	@touch $@
 
-# Fashion-MNIST from Debian when it is missing and apt can install it; otherwise kdlib
-# explains where it looked and how to get the files.
-data:
-	@if [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		echo "installing dataset-fashion-mnist"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+# The book serves MathJax itself (no CDN when a page is viewed): one file from npm.
+$(MATHJAX):
+	@command -v npm >/dev/null || { echo "npm is needed once to fetch MathJax (apt-get install npm)"; exit 1; }
+	@tmp=$$(mktemp -d) && (cd $$tmp && npm pack --silent mathjax@3.2.2 >/dev/null) \
+		&& tar -xzf $$tmp/mathjax-3.2.2.tgz -C $$tmp package/es5/tex-svg-full.js \
+		&& mkdir -p $(@D) && cp $$tmp/package/es5/tex-svg-full.js $@ && rm -rf $$tmp
+
+# Debian packages where missing and apt can install them: Fashion-MNIST (real data) and
+# Chromium (the headless check of the HTML book). Elsewhere kdlib says where it looked.
+system:
+	@need=""; \
+	[ -f $(FMNIST)/train-images-idx3-ubyte.gz ] || need="$$need dataset-fashion-mnist"; \
+	command -v chromium >/dev/null || need="$$need chromium"; \
+	if [ -n "$$need" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing$$need"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
 	fi
 
 test: setup
@@ -35,6 +46,3 @@ book: setup
 
 lab: setup
 	$(BIN)/jupyter lab book/
-
-bench: setup
-	$(BIN)/python -m kdlib bench

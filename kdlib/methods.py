@@ -7,6 +7,7 @@ named, already weighted loss terms (the cross-entropy included); the trainer sum
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -141,10 +142,14 @@ def create(name: str, **overrides) -> Method:
     """
     if name not in _METHODS:
         raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(list_methods())}")
-    import inspect
-    valid = [p for p in inspect.signature(_METHODS[name]).parameters if p != "self"]
+    signature = inspect.signature(_METHODS[name])
+    valid = list(signature.parameters)
     bad = sorted(set(overrides) - set(valid))
     if bad:
         raise ValueError(f"method {name!r} has no hyperparameter {', '.join(map(repr, bad))}; "
                          f"valid: {', '.join(valid) or '(none)'}")
-    return _METHODS[name](**overrides)
+    bound = signature.bind(**overrides)
+    bound.apply_defaults()
+    method = _METHODS[name](**overrides)
+    method.config = {"name": name, **bound.arguments}  # what a run record is keyed by
+    return method

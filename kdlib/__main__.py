@@ -1,0 +1,105 @@
+"""Command line: ``python -m kdlib <command>`` (see ``--help``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _list(kind: str) -> list[str]:
+    if kind == "datasets":
+        from .data import list_datasets
+        return list_datasets()
+    if kind == "models":
+        from .models import list_models
+        return list_models()
+    if kind == "methods":
+        from .methods import list_methods
+        return list_methods()
+    from .profiles import list_profiles
+    return list_profiles()
+
+
+def _profile(args):
+    from . import profiles
+    return profiles.get(args.profile, device=args.device, epochs=getattr(args, "epochs", None),
+                        seeds=getattr(args, "seeds", None))
+
+
+def cmd_train_teacher(args) -> None:
+    from . import teachers
+    p = _profile(args)
+    t = teachers.get(args.arch, p, data_root=args.data_root, results_dir=args.results_dir,
+                     force=args.force, progress=not args.quiet)
+    print(f"teacher {t.arch} ({p.name} profile): test accuracy {t.test_acc:.2f}%")
+    print(f"checkpoint: {t.checkpoint} (sha256 {t.sha256[:12]})")
+    print(f"record: {args.results_dir}/{t.record['key']}.json")
+
+
+def cmd_distill(args) -> None:
+    from . import experiments, teachers
+    p = _profile(args)
+    t = teachers.get(args.teacher, p, data_root=args.data_root, results_dir=args.results_dir,
+                     progress=not args.quiet)
+    hparams = json.loads(args.hparams) if args.hparams else {}
+    recs = experiments.run(p, t, args.student, {args.method: {"method": args.method, **hparams}},
+                           data_root=args.data_root, results_dir=args.results_dir, force=args.force,
+                           progress=not args.quiet)
+    for r in recs:
+        print(f"{args.method} {args.teacher}->{args.student} seed {r['config']['seed']}: "
+              f"last {r['last_acc']:.2f}%, best {r['best_acc']:.2f}% (epoch {r['best_epoch']}), "
+              f"{r['wall_time']:.1f} s, record {args.results_dir}/{r['key']}.json")
+
+
+def cmd_book(args) -> None:
+    from .book import build
+    sys.exit(build(args.profile, chapters=args.chapter, skip_html=args.no_html))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m kdlib", description="kdlib: knowledge distillation toolkit")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for kind in ("datasets", "models", "methods", "profiles"):
+        sub.add_parser(kind, help=f"list the {kind}")
+
+    def run_args(p):
+        p.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper (default cpu)")
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the profile's)")
+        p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+        p.add_argument("--data-root", default=None)
+        p.add_argument("--results-dir", default="results")
+        p.add_argument("--force", action="store_true", help="retrain even if a record exists")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("train-teacher", help="train (or load) a profile's teacher")
+    p.add_argument("arch")
+    run_args(p)
+    p.set_defaults(func=cmd_train_teacher)
+
+    p = sub.add_parser("distill", help="distil a teacher into a student with one method")
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--student", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--hparams", default=None, help='JSON of method hyperparameters, e.g. \'{"T": 2}\'')
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    run_args(p)
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("book", help="run the chapters with papermill and build the HTML book")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--chapter", action="append", default=None, help="only this chapter (repeatable)")
+    p.add_argument("--no-html", action="store_true", help="execute the notebooks, skip the HTML")
+    p.set_defaults(func=cmd_book)
+
+    args = parser.parse_args(argv)
+    if args.command in ("datasets", "models", "methods", "profiles"):
+        print("\n".join(_list(args.command)))
+        return
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        parser.exit(2, f"error: {e}\n")
+
+
+if __name__ == "__main__":
+    main()
