@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .features import _fp32
+from ._fp32 import fp32
 
 __all__ = ["Embed", "nce_loss", "CRD", "dcd_loss", "DCD", "RRD"]
 
@@ -32,14 +32,14 @@ class Embed(nn.Module):
         super().__init__()
         self.linear = nn.Linear(in_dim, out_dim)
 
-    @_fp32
+    @fp32
     def forward(self, x: Tensor) -> Tensor:
         return F.normalize(self.linear(x.flatten(1)), dim=1)
 
 
 # --------------------------------------------------------------------------- CRD
 
-@_fp32
+@fp32
 def nce_loss(scores: Tensor, n_data: int, eps: float = 1e-7) -> Tensor:
     """CRD's NCE loss (chapter 3 "DCD and RRD"; RepDistiller ``ContrastLoss``, CRD Eq. 18).
 
@@ -137,7 +137,7 @@ class CRD(nn.Module):
             # out of place: this step's backward still needs the old bank
             setattr(self, name, memory.index_copy(0, idx, F.normalize(mixed, dim=1)))
 
-    @_fp32
+    @fp32
     def forward(self, f_s: Tensor, f_t: Tensor, idx: Tensor, contrast_idx: Tensor | None = None) -> Tensor:
         """Scalar CRD loss for pooled ``f_s (B, s_dim)``, ``f_t (B, t_dim)`` and sample indices
         ``idx (B,)`` (distinct within the batch); ``contrast_idx (B, K+1)`` overrides the sampler.
@@ -156,7 +156,7 @@ class CRD(nn.Module):
 
 # --------------------------------------------------------------------------- DCD
 
-@_fp32
+@fp32
 def dcd_loss(logits: Tensor, alpha: float = 0.5) -> Tensor:
     """DCD objective on a ``(B, B)`` similarity-logit matrix (chapter 3 "DCD and RRD").
 
@@ -199,7 +199,7 @@ class DCD(nn.Module):
         self.b = nn.Parameter(torch.tensor(0.0))
         self.alpha, self.max_tau = alpha, max_tau
 
-    @_fp32
+    @fp32
     def forward(self, f_s: Tensor, f_t: Tensor) -> Tensor:
         u, v = self.embed_s(f_s), self.embed_t(f_t.detach())
         logits = self.tau.exp().clamp(max=self.max_tau) * (u @ v.t()) + self.b
@@ -254,7 +254,7 @@ class RRD(nn.Module):
         self.queue = self.queue.index_copy(0, slots, keys)
         self.queue_ptr.copy_((self.queue_ptr + len(keys)) % k)
 
-    @_fp32
+    @fp32
     def forward(self, f_s: Tensor, f_t: Tensor) -> Tensor:
         u = self.embed_s(f_s)
         with torch.no_grad():

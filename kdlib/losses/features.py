@@ -16,48 +16,18 @@ are not applied here.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._fp32 import fp32
+
 __all__ = [
     "hint", "ConvReg", "at", "nst", "fsp", "ab", "ABConnector",
     "ft", "Paraphraser", "Translator", "VID", "cd", "CDConnector",
 ]
-
-
-def _float(x):
-    """Floating tensors (also inside lists/tuples) cast to float32; anything else unchanged."""
-    if isinstance(x, Tensor):
-        return x.float() if x.is_floating_point() else x
-    if isinstance(x, (list, tuple)):
-        return type(x)(_float(v) for v in x)
-    return x
-
-
-def _device_type(x) -> str | None:
-    if isinstance(x, Tensor):
-        return x.device.type
-    if isinstance(x, (list, tuple)):
-        return next(filter(None, map(_device_type, x)), None)
-    return None
-
-
-def _fp32(fn):
-    """Run ``fn`` with autocast off and its floating tensor arguments cast to float32.
-
-    Casting alone is not enough: autocast would cast matmuls and convolutions down again.
-    """
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        args, kwargs = _float(args), {k: _float(v) for k, v in kwargs.items()}
-        device = _device_type(args) or _device_type(list(kwargs.values())) or "cpu"
-        with torch.autocast(device, enabled=False):
-            return fn(*args, **kwargs)
-    return wrapper
 
 
 def _stage_pairs(feats_s, feats_t):
@@ -95,7 +65,7 @@ def _shape(shape) -> tuple[int, int, int]:
 
 # --------------------------------------------------------------------------- FitNet
 
-@_fp32
+@fp32
 def hint(f_s: Tensor, f_t: Tensor) -> Tensor:
     """FitNet hint loss (chapter 3 "DCD and RRD", baseline): ``mean (f_s - f_t)²``.
 
@@ -142,7 +112,7 @@ class ConvReg(nn.Module):
         self.bn = nn.BatchNorm2d(t_c)
         self.use_relu = use_relu
 
-    @_fp32
+    @fp32
     def forward(self, x: Tensor) -> Tensor:
         x = self.bn(self.conv(x))
         return F.relu(x) if self.use_relu else x
@@ -150,7 +120,7 @@ class ConvReg(nn.Module):
 
 # --------------------------------------------------------------------------- AT, NST, FSP
 
-@_fp32
+@fp32
 def at(feats_s: list[Tensor], feats_t: list[Tensor], p: float = 2) -> list[Tensor]:
     """Attention transfer (chapter 3 "DCD and RRD", baseline), one loss per stage.
 
@@ -173,7 +143,7 @@ def _poly_kernel_mean(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a, b.transpose(1, 2)).pow(2).mean()
 
 
-@_fp32
+@fp32
 def nst(feats_s: list[Tensor], feats_t: list[Tensor]) -> list[Tensor]:
     """Neuron selectivity transfer (chapter 3 "DCD and RRD", baseline), one loss per stage.
 
@@ -205,7 +175,7 @@ def _fsp_matrices(feats: list[Tensor]) -> list[Tensor]:
     return mats
 
 
-@_fp32
+@fp32
 def fsp(feats_s: list[Tensor], feats_t: list[Tensor]) -> list[Tensor]:
     """Flow of solution procedure (chapter 3 "DCD and RRD", baseline), one loss per map pair.
 
@@ -231,7 +201,7 @@ def fsp(feats_s: list[Tensor], feats_t: list[Tensor]) -> list[Tensor]:
 
 # --------------------------------------------------------------------------- AB
 
-@_fp32
+@fp32
 def ab(feats_s: list[Tensor], feats_t: list[Tensor], margin: float = 1.0) -> list[Tensor]:
     """Activation-boundary loss (chapter 3 "DCD and RRD", baseline), one loss per stage.
 
@@ -279,14 +249,14 @@ class ABConnector(nn.Module):
             nn.Identity() if _shape(s)[:2] == _shape(t)[:2] else ConvReg(s, t, use_relu=False)
             for s, t in zip(s_shapes, t_shapes))
 
-    @_fp32
+    @fp32
     def forward(self, feats_s: list[Tensor]) -> list[Tensor]:
         return [c(f) for c, f in zip(self.connectors, feats_s)]
 
 
 # --------------------------------------------------------------------------- FT
 
-@_fp32
+@fp32
 def ft(factor_s: Tensor, factor_t: Tensor, p: int = 1) -> Tensor:
     """Factor transfer (chapter 3 "DCD and RRD", baseline), RepDistiller's version.
 
@@ -341,11 +311,11 @@ class Paraphraser(nn.Module):
         self.encoder = _conv_stack((c, c, kc, kc), use_bn)
         self.decoder = _conv_stack((kc, kc, c, c), use_bn, nn.ConvTranspose2d)
 
-    @_fp32
+    @fp32
     def factor(self, f_t: Tensor) -> Tensor:
         return self.encoder(f_t)
 
-    @_fp32
+    @fp32
     def forward(self, f_t: Tensor) -> tuple[Tensor, Tensor]:
         factor = self.encoder(f_t)
         return factor, self.decoder(factor)
@@ -370,7 +340,7 @@ class Translator(nn.Module):
         kc = int(t_channels * k)
         self.encoder = _conv_stack((s_channels, s_channels, kc, kc), use_bn)
 
-    @_fp32
+    @fp32
     def forward(self, f_s: Tensor) -> Tensor:
         return self.encoder(f_s)
 
@@ -420,7 +390,7 @@ class VID(nn.Module):
             raise ValueError(f"got {len(s_channels)} student and {len(t_channels)} teacher stages")
         self.stages = nn.ModuleList(_VIDStage(s, t, init_var, eps) for s, t in zip(s_channels, t_channels))
 
-    @_fp32
+    @fp32
     def forward(self, feats_s: list[Tensor], feats_t: list[Tensor]) -> list[Tensor]:
         if len(feats_s) != len(self.stages):
             raise ValueError(f"VID was built for {len(self.stages)} stages, got {len(feats_s)}")
@@ -429,7 +399,7 @@ class VID(nn.Module):
 
 # --------------------------------------------------------------------------- CD
 
-@_fp32
+@fp32
 def cd(feats_s: list[Tensor], feats_t: list[Tensor]) -> Tensor:
     """Channel distillation (chapter 2 "CD"): match the channel attention of every stage.
 
@@ -458,6 +428,6 @@ class CDConnector(nn.Sequential):
         super().__init__(nn.Conv2d(in_channels, out_channels, 1, bias=False),
                          nn.BatchNorm2d(out_channels), nn.ReLU())
 
-    @_fp32
+    @fp32
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(x)
