@@ -37,11 +37,15 @@ def cmd_train_teacher(args) -> None:
 
 
 def cmd_distill(args) -> None:
-    from . import experiments, teachers
+    from . import experiments, methods, models, teachers
     p = _profile(args)
+    hparams = json.loads(args.hparams) if args.hparams else {}
+    methods.create(args.method, **hparams)  # bad names fail here, before any training
+    for arch in (args.teacher, args.student):
+        if arch not in models.list_models():
+            models.create_model(arch)  # raises the error that lists the valid models
     t = teachers.get(args.teacher, p, data_root=args.data_root, results_dir=args.results_dir,
                      progress=not args.quiet)
-    hparams = json.loads(args.hparams) if args.hparams else {}
     recs = experiments.run(p, t, args.student, {args.method: {"method": args.method, **hparams}},
                            data_root=args.data_root, results_dir=args.results_dir, force=args.force,
                            progress=not args.quiet)

@@ -126,11 +126,17 @@ class Options:
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """Check that ``device`` exists here; a clear error otherwise."""
-    dev = torch.device(device)
+    valid = "valid: 'cpu', 'cuda', 'cuda:<index>'"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unsupported device {device!r}; {valid}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {str(device)!r}; {valid}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available on this machine; use 'cpu'")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unsupported device {str(device)!r}; valid: 'cpu', 'cuda', 'cuda:<index>'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
     return dev
 
 

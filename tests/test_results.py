@@ -1,0 +1,130 @@
+"""Results store, train-or-load, teacher zoo, experiment runner, profiles and the CLI."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from kdlib import experiments, profiles, results, teachers
+from kdlib.results import Store, config_key, table, train_or_load
+
+
+def summary(acc: float) -> dict:
+    return {"history": [{"epoch": 1, "test_acc": acc}], "last_acc": acc, "best_acc": acc + 1,
+            "best_epoch": 1, "wall_time": 1.0, "images_per_s": 10.0, "device": "cpu"}
+
+
+def test_config_key_is_canonical():
+    a = {"method": {"name": "kd", "T": 4.0}, "seed": 0}
+    b = {"seed": 0, "method": {"T": 4.0, "name": "kd"}}
+    assert config_key(a) == config_key(b) and len(config_key(a)) == 16
+    assert config_key(a) != config_key({**a, "seed": 1})
+    assert config_key({"scales": (1, 2)}) == config_key({"scales": [1, 2]})  # JSON round trip keeps keys
+
+
+def test_train_or_load_trains_only_what_is_missing(tmp_path):
+    store = Store(tmp_path)
+    configs = [{"method": m, "seed": 0} for m in ("kd", "dkd")]
+    calls = []
+
+    def train(missing):
+        calls.append([c["method"] for c in missing])
+        return [summary(70.0) for _ in missing]
+
+    first = train_or_load(configs, train, store)
+    assert calls == [["kd", "dkd"]] and [r["config"]["method"] for r in first] == ["kd", "dkd"]
+    again = train_or_load(configs + [{"method": "crd", "seed": 0}], train, store)
+    assert calls[-1] == ["crd"] and again[0] == first[0]
+    train_or_load(configs[:1], train, store, force=True)
+    assert calls[-1] == ["kd"]
+    rec = json.loads(store.path(configs[0]).read_text())
+    assert rec["env"]["torch"] and rec["device"] == "cpu" and rec["key"] == config_key(configs[0])
+
+
+def _writer(root, worker, n):
+    store = Store(root)
+    for i in range(n):
+        store.put({"i": i % 5, "w": worker % 2}, summary(float(i)), "cpu")
+
+
+def test_concurrent_writers_never_leave_a_torn_record(tmp_path):
+    procs = [mp.get_context("spawn").Process(target=_writer, args=(tmp_path, w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 10 and not list(tmp_path.glob(".*tmp"))
+    for f in files:
+        json.loads(f.read_text())  # every file is complete JSON
+
+
+def test_table_mean_std_n():
+    recs = [{"config": {"method": {"name": m}, "seed": s}, "last_acc": acc, "best_acc": acc + 1}
+            for m, s, acc in [("kd", 0, 70.0), ("kd", 1, 72.0), ("dkd", 0, 71.0)]]
+    t = table(recs, by=["method.name"])
+    kd = t.set_index("method.name").loc["kd"]
+    assert kd["last_acc_mean"] == 71.0 and kd["n"] == 2 and kd["last_acc_std"] == pytest.approx(2 ** 0.5)
+    assert pd.isna(t.set_index("method.name").loc["dkd", "last_acc_std"])
+    assert list(results.mean_std(t)) == ["71.00 ± 1.41", "71.00 ± –"]
+
+
+def test_profiles_validate_overrides():
+    assert profiles.get("smoke", seeds=[3, 4]).seeds == (3, 4)
+    assert profiles.get("cpu", epochs=None).epochs == profiles.PROFILES["cpu"].epochs
+    with pytest.raises(ValueError, match="unknown profile 'laptop'; valid profiles: smoke, cpu, gpu, paper"):
+        profiles.get("laptop")
+    with pytest.raises(ValueError, match="seeds must be a non-empty list of ints, got '1'"):
+        profiles.get("cpu", seeds="1")
+    with pytest.raises(ValueError, match="epochs must be a positive int, got -1"):
+        profiles.get("cpu", epochs=-1)
+    with pytest.raises(ValueError, match="no field colour"):
+        profiles.get("cpu", colour="red")
+
+
+def test_teacher_zoo_trains_once_then_loads_and_detects_a_changed_checkpoint(tmp_path):
+    p = profiles.get("smoke")
+    t = teachers.get("resnet8", p, results_dir=tmp_path, progress=False)
+    assert t.checkpoint.is_file() and 0 <= t.test_acc <= 100 and not t.model.training
+    again = teachers.get("resnet8", p, results_dir=tmp_path, progress=False)
+    assert again.sha256 == t.sha256 and again.record["key"] == t.record["key"]
+    for a, b in zip(t.model.state_dict().values(), again.model.state_dict().values()):
+        assert (a == b).all()
+    # a checkpoint whose bytes changed no longer matches its record: the teacher is retrained
+    t.checkpoint.write_bytes(t.checkpoint.read_bytes() + b"\0")
+    retrained = teachers.get("resnet8", p, results_dir=tmp_path, progress=False)
+    assert retrained.record["finished"] >= t.record["finished"] and retrained.checkpoint.is_file()
+
+
+def test_experiment_run_records_every_method_and_seed_then_loads(tmp_path):
+    p = profiles.get("smoke", seeds=[0, 1])
+    t = teachers.get("resnet8", p, results_dir=tmp_path, progress=False)
+    recs = experiments.run(p, t, "resnet8", ["vanilla", "kd"], results_dir=tmp_path, progress=False)
+    assert [(r["label"], r["config"]["seed"]) for r in recs] == [("vanilla", 0), ("kd", 0), ("vanilla", 1), ("kd", 1)]
+    assert recs[1]["config"]["teacher"]["sha256"] == t.sha256
+    assert recs[1]["config"]["method"] == {"name": "kd", "ce_weight": 0.1, "kd_weight": 0.9, "T": 4.0}
+    mtimes = {f: f.stat().st_mtime_ns for f in tmp_path.glob("*.json")}
+    again = experiments.run(p, t, "resnet8", ["vanilla", "kd"], results_dir=tmp_path, progress=False)
+    assert [r["key"] for r in again] == [r["key"] for r in recs]
+    assert mtimes == {f: f.stat().st_mtime_ns for f in tmp_path.glob("*.json")}  # nothing retrained
+    t2 = table(recs, by=["method.name"])
+    assert list(t2["n"]) == [2, 2]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "kdlib", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_lists_and_errors(tmp_path):
+    out = _cli("--help")
+    assert out.returncode == 0 and "train-teacher" in out.stdout and "datasets" in out.stdout
+    assert "resnet32x4" in _cli("models").stdout.split()
+    assert _cli("datasets").stdout.split() == ["cifar10", "cifar100", "fashion_mnist", "synthetic"]
+    bad = _cli("distill", "--teacher", "resnet8", "--student", "resnet8", "--method", "kdd", "--profile", "smoke",
+               "--results-dir", str(tmp_path))
+    assert bad.returncode == 2 and "unknown method 'kdd'" in bad.stderr
