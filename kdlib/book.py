@@ -48,6 +48,7 @@ def run_chapter(name: str, profile: str, executed: Path, results: Path) -> float
     """Execute ``book/<name>.ipynb`` with papermill into ``executed/``; returns seconds."""
     import papermill as pm
     executed.mkdir(parents=True, exist_ok=True)
+    os.environ["KDLIB_HEADLESS"] = "1"  # chapters draw static figures and hide progress bars
     t0 = time.perf_counter()
     pm.execute_notebook(ROOT / "book" / f"{name}.ipynb", executed / f"{name}.ipynb",
                         parameters={"profile": profile, "results_dir": str(results)},

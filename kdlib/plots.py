@@ -1,0 +1,151 @@
+"""The book's standard figures and widgets (chapter 0 sets the conventions).
+
+Figures are built from run records (see :mod:`kdlib.results`): accuracy bars with error bars
+over seeds, training curves, accuracy against a hyperparameter. Every interactive figure
+(:func:`explore`) also draws static small multiples, because the published HTML has no
+kernel to move a slider.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from IPython.display import Markdown, display
+
+from .chapter import headless
+
+
+def style() -> None:
+    """The book's figure style (call once per chapter)."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "figure.figsize": (7.5, 3.6),
+                         "axes.titlesize": "medium"})
+
+
+def runs_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per run: ``label``, ``pair``, ``method``, ``seed``, ``last_acc``, ``best_acc``,
+    ``best_epoch``, ``wall_time`` (s), ``images_per_s``."""
+    return pd.DataFrame([{"label": r.get("label", r["config"]["method"]["name"]), "pair": r.get("pair"),
+                          "method": r["config"]["method"]["name"], "seed": r["config"]["seed"],
+                          "last_acc": r["last_acc"], "best_acc": r["best_acc"], "best_epoch": r["best_epoch"],
+                          "wall_time": r["wall_time"], "images_per_s": r["images_per_s"]} for r in records])
+
+
+def curves_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per run and epoch: ``label``, ``pair``, ``seed``, ``epoch``, ``test_acc`` and each
+    loss term as ``term:<name>``."""
+    rows = []
+    for r in records:
+        for h in r["history"]:
+            rows.append({"label": r.get("label"), "pair": r.get("pair"), "seed": r["config"]["seed"],
+                         "epoch": h["epoch"], "test_acc": h["test_acc"],
+                         **{f"term:{k}": v for k, v in h["terms"].items()}})
+    return pd.DataFrame(rows)
+
+
+def accuracy_bars(records: list[dict], metric: str = "last_acc", x: str = "label", hue: str | None = "pair",
+                  ax=None, title: str | None = None, zoom: bool = True):
+    """Bars of mean accuracy (%) per ``x`` with ±1 std error bars over seeds.
+
+    ``zoom`` starts the axis near the lowest bar, so differences of a fraction of a point
+    are visible (the axis label says so).
+    """
+    df = runs_frame(records)
+    ax = ax or plt.subplots(figsize=(max(6, 0.55 * df[x].nunique() * (df[hue].nunique() if hue else 1)), 3.6))[1]
+    sns.barplot(df, x=x, y=metric, hue=hue, errorbar="sd", capsize=0.15, err_kws={"linewidth": 1}, ax=ax)
+    if zoom:
+        lo = df.groupby([x] + ([hue] if hue else []))[metric].mean().min()
+        ax.set_ylim(max(0, lo - 3), min(100, df[metric].max() + 1.5))
+    ax.set_ylabel(f"{'last' if metric == 'last_acc' else 'best'}-epoch test accuracy (%)" + (" (zoomed)" if zoom else ""))
+    ax.set_xlabel("")
+    ax.tick_params(axis="x", rotation=30)
+    if title:
+        ax.set_title(title)
+    if hue and ax.get_legend():
+        ax.legend(fontsize="small", title=None)
+    return ax
+
+
+def training_curves(records: list[dict], y: str = "test_acc", hue: str = "label", col: str | None = "pair",
+                    title: str | None = None):
+    """Test accuracy (or ``y="term:<name>"``) per epoch: mean over seeds with a ±1 std band."""
+    df = curves_frame(records)
+    g = sns.relplot(df, x="epoch", y=y, hue=hue, col=col, kind="line", errorbar="sd", height=3.2, aspect=1.3,
+                    facet_kws={"sharey": False})
+    g.set_axis_labels("epoch", "test accuracy (%)" if y == "test_acc" else y.removeprefix("term:"))
+    if title:
+        g.figure.suptitle(title, y=1.03)
+    return g
+
+
+def vs_param(records: list[dict], param: str, metric: str = "last_acc", hue: str | None = "pair", ax=None,
+             title: str | None = None, log: bool = False):
+    """Accuracy (%) against a method hyperparameter (read from each record's config), mean ± std."""
+    df = runs_frame(records)
+    df[param] = [str(r["config"]["method"].get(param)) if isinstance(r["config"]["method"].get(param), (list, tuple))
+                 else r["config"]["method"].get(param) for r in records]
+    ax = ax or plt.subplots()[1]
+    sns.pointplot(df, x=param, y=metric, hue=hue, errorbar="sd", capsize=0.1, ax=ax, dodge=0.2)
+    ax.set_ylabel("test accuracy (%)")
+    if log:
+        ax.set_xscale("log")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def explore(draw: Callable, sliders: dict, grid: dict, title: str | None = None, panel_size=(3.2, 2.6)):
+    """An interactive figure and its static twin.
+
+    Args:
+        draw: ``draw(ax, **params)`` draws one panel.
+        sliders: ``{param: ipywidgets control}`` for the live widget (JupyterLab only).
+        grid: ``{param: [values]}``; the static figure has one panel per combination (one
+            parameter: a row; two: a grid), drawn when the book is built.
+    """
+    if not headless():
+        import ipywidgets as widgets
+
+        def live(**params):
+            fig, ax = plt.subplots(figsize=(6, 3.4))
+            draw(ax, **params)
+            plt.show()
+        display(widgets.interactive(live, **sliders))
+    names = list(grid)
+    combos = list(itertools.product(*grid.values()))
+    ncols = len(grid[names[-1]])
+    nrows = len(combos) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows), squeeze=False,
+                             constrained_layout=True)
+    for ax, combo in zip(axes.flat, combos):
+        params = dict(zip(names, combo))
+        draw(ax, **params)
+        ax.set_title(", ".join(f"{k} = {v}" for k, v in params.items()), fontsize="small")
+    if title:
+        fig.suptitle(title)
+    plt.show()
+
+
+def markdown(text: str) -> None:
+    """Show Markdown (MyST: admonitions, tables, math) as a cell output."""
+    display(Markdown(text))
+
+
+def paper_vs_code(rows: list[tuple[str, str, str]], title: str = "Paper vs code: what we follow") -> None:
+    """A box listing each place where a paper and its code differ, and our choice.
+
+    ``rows``: ``(topic, what the paper/code do, what kdlib does by default and how to get the other)``.
+    """
+    table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
+    markdown(f":::{{admonition}} {title}\n:class: note\n\n| topic | paper and code | our default |\n"
+             f"|---|---|---|\n{table}\n:::")
+
+
+def glue(name: str, value, display_value: bool = False):
+    """Make ``value`` citable in prose as ``{glue:text}`name``` (MyST-NB), returning it."""
+    from myst_nb import glue as _glue
+    _glue(name, value, display=display_value)
+    return value
