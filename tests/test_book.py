@@ -1,0 +1,96 @@
+"""The book: sources without outputs, every chapter runs in the smoke profile, and the HTML
+renders math, tables and figures in headless Chromium with no request leaving the machine."""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from kdlib import book
+
+ROOT = book.repo_root()
+CHAPTERS = book.chapters()
+
+
+def test_chapter_sources_are_stored_without_outputs():
+    notebooks = sorted((ROOT / "book").glob("*.ipynb"))
+    assert [p.stem for p in notebooks] == CHAPTERS  # every chapter is in the table of contents
+    for path in notebooks:
+        nb = json.loads(path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), path.name
+        assert "parameters" in code[0]["metadata"].get("tags", []), f"{path.name}: first code cell must be tagged parameters"
+
+
+@pytest.fixture(scope="session")
+def smoke_book():
+    """Run every chapter in the smoke profile and build the HTML (the CI check of the book)."""
+    assert book.build("smoke") == 0
+    executed, _ = book.output_dirs("smoke")
+    return executed, ROOT / "_build" / "smoke" / "_build" / "html"
+
+
+def test_every_chapter_executes_in_the_smoke_profile(smoke_book):
+    executed, _ = smoke_book
+    for name in CHAPTERS:
+        nb = json.loads((executed / f"{name}.ipynb").read_text())
+        errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, f"{name}: {errors[0]['ename']}: {errors[0]['evalue']}"
+        assert nb["metadata"]["papermill"]["parameters"]["profile"] == "smoke"
+
+
+def test_a_wrong_parameter_gets_a_clear_error_in_the_next_cell(tmp_path):
+    import papermill as pm
+    out = tmp_path / "bad.ipynb"
+    with pytest.raises(pm.PapermillExecutionError, match="parameter profile='laptop' is invalid"):
+        pm.execute_notebook(ROOT / "book" / "00_foundations.ipynb", out, parameters={"profile": "laptop"},
+                            cwd=str(ROOT / "book"), kernel_name="python3", progress_bar=False)
+    nb = json.loads(out.read_text())
+    failed = [c for c in nb["cells"] if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    params_at = next(i for i, c in enumerate(nb["cells"]) if "injected-parameters" in c["metadata"].get("tags", []))
+    assert nb["cells"].index(failed[0]) == params_at + 1
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_html_renders_offline_in_headless_chromium(smoke_book, tmp_path):
+    _, html = smoke_book
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=html))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for page in ["book/intro.html"] + [f"executed/{c}.html" for c in CHAPTERS]:
+            netlog = tmp_path / f"{Path(page).stem}.netlog.json"
+            dom = subprocess.run(
+                ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}", f"--log-net-log={netlog}",
+                 "--virtual-time-budget=15000", "--dump-dom", f"{base}/{page}"],
+                capture_output=True, text=True, timeout=120).stdout
+            assert "<table" in dom or page.startswith("book/"), page
+            if page.startswith("executed/"):
+                assert "<mjx-container" in dom, f"{page}: MathJax did not typeset the math"
+                assert '<img' in dom and ("data:image/png" in dom or "_images/" in dom), f"{page}: no figure"
+            urls = set()
+            for line in netlog.read_text().splitlines():
+                urls.update(u for u in _urls(line))
+            outside = sorted(u for u in urls if not u.startswith((base, "data:", "blob:", "chrome:", "about:")))
+            assert not outside, f"{page} requested {outside[:5]}"
+    finally:
+        server.shutdown()
+
+
+def _urls(line: str):
+    """URLs in one line of Chromium's net log (the file is one JSON event per line)."""
+    for part in line.split('"url":"')[1:]:
+        yield part.split('"', 1)[0]
