@@ -26,6 +26,16 @@ def student_config(profile: Profile, teacher: Teacher | None, arch: str, method:
             "method": method.config, "recipe": asdict(profile.student_recipe()), "seed": seed}
 
 
+def _profile_defaults(profile: Profile, spec: dict) -> dict:
+    """A method's hyperparameters: the spec's, over the profile's (CRD/RRD negatives), over the paper's."""
+    hp = {k: v for k, v in spec.items() if k != "method"}
+    if profile.nce_k is not None:
+        for name in methods_mod.defaults(spec["method"]):
+            if name == "nce_k" or name.endswith("__nce_k"):
+                hp.setdefault(name, profile.nce_k)
+    return hp
+
+
 def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: dict[str, dict] | list[str], *,
         dataset=None, data_root=None, results_dir="results", seeds=None, device=None, force=False,
         progress=True) -> list[dict]:
@@ -44,7 +54,7 @@ def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: d
     device = device or profile.device
     out = []
     for seed in seeds or profile.seeds:
-        built = {label: methods_mod.create(spec["method"], **{k: v for k, v in spec.items() if k != "method"})
+        built = {label: methods_mod.create(spec["method"], **_profile_defaults(profile, spec))
                  for label, spec in specs.items()}
         configs = [student_config(profile, teacher, student_arch, m, seed) for m in built.values()]
 
@@ -57,7 +67,7 @@ def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: d
             ckpt = Path(results_dir).parent / "checkpoints" / f"students-{config_key({'runs': keys})}.pt"
             opts = Options(device=device, checkpoint=ckpt, resume=True, progress=progress)
             summaries = distill_many(students, teacher.model if teacher else None, ds, profile.student_recipe(),
-                                     seed=seed, options=opts)
+                                     teacher_arch=teacher.arch if teacher else None, seed=seed, options=opts)
             ckpt.unlink(missing_ok=True)
             return [{**summaries[s.name], "device": device} for s in students]
 

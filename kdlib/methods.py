@@ -45,7 +45,6 @@ from torch import Tensor, nn
 
 from . import losses
 from .models import Features
-from .reported import pair_hparams
 
 
 @dataclass
@@ -112,7 +111,7 @@ class InitStage:
 
     epochs: int
     parameters: list[nn.Parameter]
-    loss: Callable[[Batch, Features, Features], dict[str, Tensor]]
+    loss: Callable[[Batch, Features | None, Features], dict[str, Tensor]]
     lr: float = 0.05
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
@@ -226,6 +225,8 @@ class Combo(Distillation):
 
     The trainer's flags are the parts' combined: ``needs_preact`` and ``teacher_train_mode``
     if any part needs them, the smallest ``grad_clip``; at most one part may have an init stage.
+    Parts contribute through :meth:`~Method.distill`, so SSKD (whose rotated batches need its
+    own ``forward``) cannot be one.
     """
 
     name = "combo"
@@ -363,7 +364,6 @@ class GKD(Distillation):
 
     name = "gkd"
     terms = ("ce", "gkd")
-    paper_epochs = 200
 
     def __init__(self, ce_weight: float = 1.0, gkd_weight: float = 0.1, T: float = 1.0):
         super().__init__(ce_weight)
@@ -444,7 +444,7 @@ class SDD(Distillation):
     """
 
     terms = ("ce", "sdd")
-    base = "kd"
+    base: str  # the per-cell loss: "kd", "dkd" or "nkd"
 
     def __init__(self, ce_weight, sdd_weight, scales, complementary_weight, warmup_epochs, grad_clip,
                  **base_hparams):
@@ -619,19 +619,7 @@ class FitNet(Distillation):
         return {"hint": self.hint_weight * losses.hint(self.regressor(f_s), f_t)}
 
 
-class _StageList(Distillation):
-    """Base of the losses over aligned stage lists: AT, NST, VID (``stage_align``, :func:`align_stages`)."""
-
-    def __init__(self, ce_weight: float, stage_align: str):
-        super().__init__(ce_weight)
-        _check_choice("stage_align", stage_align, STAGE_ALIGN)
-        self.stage_align = stage_align
-
-    def pairs(self, fs: Features, ft: Features) -> tuple[list[Tensor], list[Tensor]]:
-        return align_stages(fs.stages, ft.stages, self.stage_align)
-
-
-class AT(_StageList):
+class AT(Distillation):
     """Attention transfer (chapter 0 "Foundations"): ``CE + 1000·Σ_stages at(p=2)``."""
 
     name = "at"
@@ -639,28 +627,31 @@ class AT(_StageList):
 
     def __init__(self, ce_weight: float = 1.0, at_weight: float = 1000.0, p: float = 2.0,
                  stage_align: str = "first"):
-        super().__init__(ce_weight, stage_align)
-        self.at_weight, self.p = at_weight, p
+        super().__init__(ce_weight)
+        _check_choice("stage_align", stage_align, STAGE_ALIGN)
+        self.at_weight, self.p, self.stage_align = at_weight, p, stage_align
 
     def distill(self, batch, fs, ft, epoch):
-        return {"at": self.at_weight * sum(losses.at(*self.pairs(fs, ft), p=self.p))}
+        s, t = align_stages(fs.stages, ft.stages, self.stage_align)
+        return {"at": self.at_weight * sum(losses.at(s, t, p=self.p))}
 
 
-class NST(_StageList):
+class NST(Distillation):
     """Neuron selectivity transfer (chapter 3 "DCD and RRD", a baseline): ``CE + 50·Σ_stages nst``."""
 
     name = "nst"
     terms = ("ce", "nst")
 
     def __init__(self, ce_weight: float = 1.0, nst_weight: float = 50.0, stage_align: str = "first"):
-        super().__init__(ce_weight, stage_align)
-        self.nst_weight = nst_weight
+        super().__init__(ce_weight)
+        _check_choice("stage_align", stage_align, STAGE_ALIGN)
+        self.nst_weight, self.stage_align = nst_weight, stage_align
 
     def distill(self, batch, fs, ft, epoch):
-        return {"nst": self.nst_weight * sum(losses.nst(*self.pairs(fs, ft)))}
+        return {"nst": self.nst_weight * sum(losses.nst(*align_stages(fs.stages, ft.stages, self.stage_align)))}
 
 
-class VID(_StageList):
+class VID(Distillation):
     """Variational information distillation (chapter 3 "DCD and RRD", a baseline): ``CE + Σ_stages VID``.
 
     Trains one regressor and one per-channel variance (initially ``init_var``) per stage.
@@ -671,8 +662,9 @@ class VID(_StageList):
 
     def __init__(self, ce_weight: float = 1.0, vid_weight: float = 1.0, init_var: float = 5.0,
                  stage_align: str = "first"):
-        super().__init__(ce_weight, stage_align)
-        self.vid_weight, self.init_var = vid_weight, init_var
+        super().__init__(ce_weight)
+        _check_choice("stage_align", stage_align, STAGE_ALIGN)
+        self.vid_weight, self.init_var, self.stage_align = vid_weight, init_var, stage_align
 
     def setup(self, info):
         super().setup(info)
@@ -680,7 +672,7 @@ class VID(_StageList):
         self.vid = losses.VID([f.shape[1] for f in s], [f.shape[1] for f in t], self.init_var)
 
     def distill(self, batch, fs, ft, epoch):
-        return {"vid": self.vid_weight * sum(self.vid(*self.pairs(fs, ft)))}
+        return {"vid": self.vid_weight * sum(self.vid(*align_stages(fs.stages, ft.stages, self.stage_align)))}
 
 
 class SP(Distillation):
@@ -735,7 +727,10 @@ class RKD(Distillation):
 
 
 class PKT(Distillation):
-    """Probabilistic knowledge transfer (chapter 3 "DCD and RRD", a baseline): ``CE + 30000·pkt`` on pooled features."""
+    """Probabilistic knowledge transfer (chapter 3 "DCD and RRD", a baseline): ``CE + 30000·pkt``.
+
+    On the pooled features.
+    """
 
     name = "pkt"
     terms = ("ce", "pkt")
@@ -760,6 +755,7 @@ class _TwoStage(Distillation):
     """
 
     terms = ("ce",)
+    init_needs_student = True
 
     def __init__(self, ce_weight: float, init_epochs: int):
         super().__init__(ce_weight)
@@ -775,8 +771,6 @@ class _TwoStage(Distillation):
             p.requires_grad_(True)
         return InitStage(self.scaled(self.init_epochs), params, self.init_loss, lr=self.init_lr,
                          needs_student=self.init_needs_student)
-
-    init_needs_student = True
 
 
 class AB(_TwoStage):
@@ -1099,6 +1093,8 @@ def for_pair(name: str, teacher: str, student: str, dataset: str = "cifar100", *
     E.g. TTM's γ and β, SDD's scales and DKD's β (:func:`kdlib.reported.pair_hparams`);
     ``overrides`` win over them. A pair the papers say nothing about gets the defaults.
     """
+    from .reported import pair_hparams  # pandas: only loaded when per-pair values are asked for
+
     _constructor(name)
     names = _PAIR_PARAMS.get(name, {})
     table = pair_hparams(name, teacher, student, dataset)

@@ -32,6 +32,8 @@ class Profile:
         pairs: ``(teacher, student)`` pairs, the same-family pair first, then cross-family.
         device: default device.
         recipe: name in :data:`kdlib.train.RECIPES`.
+        nce_k: negatives of CRD / queue length of RRD (``None``: the papers' 16384, which a
+            small subset cannot supply: CRD draws its negatives from the other classes).
     """
 
     name: str
@@ -46,6 +48,7 @@ class Profile:
     pairs: tuple[tuple[str, str], ...] = ()
     device: str = "cpu"
     recipe: str = "crd"
+    nce_k: int | None = None
 
     def load_data(self, root=None) -> Dataset:
         """The profile's dataset with its subsets (subsets drawn with seed 0, for every run)."""
@@ -66,10 +69,10 @@ class Profile:
 
 PROFILES = {
     "smoke": Profile("smoke", "synthetic", dict(num_classes=10, train_size=256, test_size=128, channels=1),
-                     epochs=1, teacher_epochs=2, batch_size=64, seeds=(0,),
+                     epochs=1, teacher_epochs=2, batch_size=64, seeds=(0,), nce_k=128,
                      pairs=(("resnet20", "resnet8"), ("resnet20", "MobileNetV2"))),
     "cpu": Profile("cpu", "fashion_mnist", train_size=6000, test_size=2000, epochs=8, teacher_epochs=15,
-                   batch_size=64, seeds=(0, 1), pairs=(("resnet20", "resnet8"), ("resnet20", "MobileNetV2"))),
+                   batch_size=64, seeds=(0, 1), nce_k=4096, pairs=(("resnet20", "resnet8"), ("resnet20", "MobileNetV2"))),
     "gpu": Profile("gpu", "fashion_mnist", epochs=30, teacher_epochs=60, batch_size=64, seeds=(0, 1, 2),
                    device="cuda",
                    pairs=(("resnet32x4", "resnet8x4"), ("vgg13", "vgg8"), ("wrn_40_2", "wrn_16_2"),

@@ -12,6 +12,7 @@ Entry points: :func:`fit` (a network from scratch: teachers, vanilla students),
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -48,7 +49,6 @@ class Recipe:
     weight_decay: float = 5e-4
     milestones: tuple[int, ...] = (150, 180, 210)
     gamma: float = 0.1
-    grad_clip: float | None = None  # max global grad norm (SDD's trainer clips at 40)
 
     def lr_for(self, arch: str | None) -> float:
         """Base learning rate for a network of this architecture name."""
@@ -155,19 +155,23 @@ def fit(model: nn.Module, dataset: Dataset, recipe: Recipe, *, arch: str | None 
 
 
 def distill(student: nn.Module, teacher: nn.Module, method: Method, dataset: Dataset, recipe: Recipe, *,
-            arch: str | None = None, seed: int = 0, options: Options | None = None) -> dict:
+            arch: str | None = None, teacher_arch: str | None = None, seed: int = 0,
+            options: Options | None = None) -> dict:
     """Distil ``teacher`` into ``student`` with ``method``; returns the run summary."""
     return distill_many([Student("student", student, method, arch)], teacher, dataset, recipe,
-                        seed=seed, options=options)["student"]
+                        teacher_arch=teacher_arch, seed=seed, options=options)["student"]
 
 
 def distill_many(students: list[Student], teacher: nn.Module | None, dataset: Dataset, recipe: Recipe, *,
-                 seed: int = 0, options: Options | None = None) -> dict[str, dict]:
+                 teacher_arch: str | None = None, seed: int = 0, options: Options | None = None) -> dict[str, dict]:
     """Train several students on identical batches with one teacher forward per step.
 
     Each student has its own method, optimizer and learning-rate rule; all see the same
     images in the same order (the loader's randomness depends only on ``seed``), so
     ``distill_many([a, b])`` gives each the result it would get alone with that seed.
+    Students whose methods need a different input or teacher (SSKD's rotated copies, CD's
+    teacher with BatchNorm in train mode) are trained in separate groups, one after the other,
+    on the same batches.
 
     Returns:
         ``{student name: summary}``; a summary holds ``history`` (per epoch: ``epoch``,
@@ -175,21 +179,32 @@ def distill_many(students: list[Student], teacher: nn.Module | None, dataset: Da
         ``last_acc``, ``best_acc``, ``best_epoch``, ``wall_time`` (s) and ``images_per_s``.
     """
     opts = options or Options()
-    run = _Run(students, teacher, dataset, recipe, seed, opts)
-    return run.train()
+    groups: dict[tuple, list[Student]] = {}
+    for s in students:
+        groups.setdefault((s.method.needs_rotations, s.method.teacher_train_mode), []).append(s)
+    out = {}
+    for i, group in enumerate(groups.values()):
+        ckpt = opts.checkpoint
+        if ckpt and len(groups) > 1:
+            ckpt = Path(ckpt).with_name(f"{Path(ckpt).stem}.group{i}{Path(ckpt).suffix}")
+        out.update(_Run(group, teacher, teacher_arch, dataset, recipe, seed, replace(opts, checkpoint=ckpt)).train())
+    return {s.name: out[s.name] for s in students}
 
 
 # ---------------------------------------------------------------------------------------------
 # The run
 
 class _Run:
-    def __init__(self, students, teacher, dataset, recipe, seed, opts: Options):
+    def __init__(self, students, teacher, teacher_arch, dataset, recipe, seed, opts: Options):
         names = [s.name for s in students]
         if len(set(names)) != len(names):
             raise ValueError(f"student names must be unique, got {names}")
-        if len({s.method.needs_rotations for s in students}) > 1:
-            raise ValueError("students whose methods need rotated copies (SSKD) must be trained in their own group")
-        self.students, self.teacher, self.dataset, self.recipe = students, teacher, dataset, recipe
+        # CD's code runs the teacher's BatchNorm in train mode: that teacher changes, so use a copy.
+        self.teacher_train_mode = students[0].method.teacher_train_mode
+        if self.teacher_train_mode and teacher is not None:
+            teacher = copy.deepcopy(teacher)
+        self.students, self.teacher, self.teacher_arch = students, teacher, teacher_arch
+        self.dataset, self.recipe = dataset, recipe
         self.seed, self.opts = seed, opts
         self.device = resolve_device(opts.device)
         self.amp = opts.amp if opts.amp is not None else self.device.type == "cuda"
@@ -219,7 +234,10 @@ class _Run:
             with torch.no_grad():
                 fs = s.model.eval().forward_features(probe, preact=self.preact)
             s.method.setup(SetupInfo(fs, ft, self.dataset.num_classes, self.dataset.train.labels.to(self.device),
-                                     self.recipe.epochs))
+                                     self.recipe.epochs, lr=self.recipe.lr_for(s.arch),
+                                     classifier_s=s.model.classifier,
+                                     classifier_t=self.teacher.classifier if self.teacher is not None else None,
+                                     arch_s=s.arch, arch_t=self.teacher_arch))
             s.method.to(self.device)
             s.step_module = _StepModule(s.model, s.method)
             if self.world > 1:
@@ -238,7 +256,8 @@ class _Run:
                 "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
                 "students": {s.name: {"model": s.model.state_dict(), "method": s.method.state_dict(),
                                       "optimizer": s.optimizer.state_dict(), "history": s.history}
-                             for s in self.students}}
+                             for s in self.students},
+                "teacher": self.teacher.state_dict() if self.teacher_train_mode and self.teacher is not None else None}
 
     def _maybe_resume(self):
         path = self.opts.checkpoint
@@ -253,6 +272,8 @@ class _Run:
             s.method.load_state_dict(st["method"])
             s.optimizer.load_state_dict(st["optimizer"])
             s.history = list(st["history"])
+        if state.get("teacher") is not None:
+            self.teacher.load_state_dict(state["teacher"])
         torch.set_rng_state(state["rng_cpu"].cpu())
         if state["rng_cuda"]:
             torch.cuda.set_rng_state_all([t.cpu() for t in state["rng_cuda"]])
@@ -295,7 +316,7 @@ class _Run:
             for step, (images, labels, idx) in enumerate(self.loader.iter_epoch(-e)):
                 ft = self._teacher_forward(images)
                 with self._autocast():
-                    fs = s.model.forward_features(images, preact=self.preact)
+                    fs = s.model.forward_features(images, preact=self.preact) if stage.needs_student else None
                     terms = stage.loss(Batch(images, labels, idx), fs, ft)
                 stats = _TermStats()
                 stats.add(terms, step)
@@ -336,6 +357,7 @@ class _Run:
     def _teacher_forward(self, images: Tensor) -> Features | None:
         if not self.needs_teacher:
             return None
+        self.teacher.train(self.teacher_train_mode)
         with torch.no_grad(), self._autocast():
             return self.teacher.forward_features(images, preact=self.preact)
 
@@ -345,8 +367,8 @@ class _Run:
         loss = sum(terms.values())
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.recipe.grad_clip is not None:
-            nn.utils.clip_grad_norm_([p for g in s.optimizer.param_groups for p in g["params"]], self.recipe.grad_clip)
+        if s.method.grad_clip is not None:  # SDD's trainer clips the global norm at 40
+            nn.utils.clip_grad_norm_([p for g in s.optimizer.param_groups for p in g["params"]], s.method.grad_clip)
         s.optimizer.step()
         return terms
 
