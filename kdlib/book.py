@@ -50,8 +50,10 @@ def run_chapter(name: str, profile: str, executed: Path, results: Path) -> float
     executed.mkdir(parents=True, exist_ok=True)
     os.environ["KDLIB_HEADLESS"] = "1"  # chapters draw static figures and hide progress bars
     t0 = time.perf_counter()
-    pm.execute_notebook(ROOT / "book" / f"{name}.ipynb", executed / f"{name}.ipynb",
-                        parameters={"profile": profile, "results_dir": str(results)},
+    params = {"profile": profile}
+    if results != ROOT / "results":  # the default needs no (machine-specific) path in the page
+        params["results_dir"] = str(results)
+    pm.execute_notebook(ROOT / "book" / f"{name}.ipynb", executed / f"{name}.ipynb", parameters=params,
                         cwd=str(ROOT / "book"), kernel_name="python3", progress_bar=False)
     return time.perf_counter() - t0
 

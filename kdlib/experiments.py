@@ -23,7 +23,7 @@ def student_config(profile: Profile, teacher: Teacher | None, arch: str, method:
     """The resolved config of one student run (what its record is keyed by)."""
     return {"role": "student", "profile": profile.name, "data": profile.data_config(),
             "teacher": teacher.config() if teacher else None, "student": {"arch": arch},
-            "method": method.config, "recipe": asdict(profile.student_recipe()), "seed": seed}
+            "method": method.config, "recipe": asdict(profile.student_recipe()), "amp": profile.amp, "seed": seed}
 
 
 def _profile_defaults(profile: Profile, spec: dict) -> dict:
@@ -54,7 +54,9 @@ def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: d
     device = device or profile.device
     out = []
     for seed in seeds or profile.seeds:
-        built = {label: methods_mod.create(spec["method"], **_profile_defaults(profile, spec))
+        paper_pair = profile.paper_pair((teacher.arch, student_arch)) if teacher else (None, None)
+        built = {label: methods_mod.for_pair(spec["method"], *paper_pair, **_profile_defaults(profile, spec))
+                 if teacher else methods_mod.create(spec["method"], **_profile_defaults(profile, spec))
                  for label, spec in specs.items()}
         configs = [student_config(profile, teacher, student_arch, m, seed) for m in built.values()]
 
@@ -65,7 +67,7 @@ def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: d
             students = [Student(label, create_model(student_arch, ds.num_classes, ds.in_channels), m, student_arch)
                         for (label, m), c in zip(built.items(), configs) if config_key(c) in keys]
             ckpt = Path(results_dir).parent / "checkpoints" / f"students-{config_key({'runs': keys})}.pt"
-            opts = Options(device=device, checkpoint=ckpt, resume=True, progress=progress)
+            opts = Options(device=device, amp=profile.amp, checkpoint=ckpt, resume=True, progress=progress)
             summaries = distill_many(students, teacher.model if teacher else None, ds, profile.student_recipe(),
                                      teacher_arch=teacher.arch if teacher else None, seed=seed, options=opts)
             ckpt.unlink(missing_ok=True)

@@ -49,7 +49,7 @@ def teacher_config(arch: str, profile: Profile, seed: int = 0) -> dict:
     """The resolved config of a teacher run of ``profile``."""
     return {"role": "teacher", "profile": profile.name, "data": profile.data_config(),
             "student": {"arch": arch}, "method": {"name": "vanilla"}, "teacher": None,
-            "recipe": asdict(profile.teacher_recipe()), "seed": seed}
+            "recipe": asdict(profile.teacher_recipe()), "amp": profile.amp, "seed": seed}
 
 
 def get(arch: str, profile: Profile, *, data_root=None, results_dir="results", device: str | None = None,
@@ -73,7 +73,7 @@ def get(arch: str, profile: Profile, *, data_root=None, results_dir="results", d
     model = create_model(arch, num_classes=dataset.num_classes, in_channels=dataset.in_channels)
     resume = Path(results_dir).parent / "checkpoints" / f"teacher-{results.config_key(config)}.pt"
     summary = fit(model, dataset, profile.teacher_recipe(), arch=arch, seed=config["seed"],
-                  options=Options(device=device, checkpoint=resume, resume=True, progress=progress))
+                  options=Options(device=device, amp=profile.amp, checkpoint=resume, resume=True, progress=progress))
     save_checkpoint(ckpt, {"model": {k: v.cpu() for k, v in model.state_dict().items()},
                            "accuracy": summary["last_acc"], "epoch": profile.teacher_epochs})
     summary.update(checkpoint=str(ckpt.relative_to(results_dir)), checkpoint_sha256=file_sha256(ckpt),
