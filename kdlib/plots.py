@@ -27,11 +27,14 @@ def style() -> None:
 
 def runs_frame(records: list[dict]) -> pd.DataFrame:
     """One row per run: ``label``, ``pair``, ``method``, ``seed``, ``last_acc``, ``best_acc``,
-    ``best_epoch``, ``wall_time`` (s), ``images_per_s``."""
+    ``best_epoch``, ``wall_time`` and ``images_per_s`` (of the group trained together),
+    ``student_time`` (s) and ``student_images_per_s`` (this student's own steps)."""
     return pd.DataFrame([{"label": r.get("label", r["config"]["method"]["name"]), "pair": r.get("pair"),
                           "method": r["config"]["method"]["name"], "seed": r["config"]["seed"],
                           "last_acc": r["last_acc"], "best_acc": r["best_acc"], "best_epoch": r["best_epoch"],
-                          "wall_time": r["wall_time"], "images_per_s": r["images_per_s"]} for r in records])
+                          "wall_time": r["wall_time"], "images_per_s": r["images_per_s"],
+                          "student_time": r["student_time"], "student_images_per_s": r["student_images_per_s"]}
+                         for r in records])
 
 
 def curves_frame(records: list[dict]) -> pd.DataFrame:
@@ -88,7 +91,7 @@ def vs_param(records: list[dict], param: str, metric: str = "last_acc", hue: str
     df[param] = [str(r["config"]["method"].get(param)) if isinstance(r["config"]["method"].get(param), (list, tuple))
                  else r["config"]["method"].get(param) for r in records]
     ax = ax or plt.subplots()[1]
-    sns.pointplot(df, x=param, y=metric, hue=hue, errorbar="sd", capsize=0.1, ax=ax, dodge=0.2)
+    sns.pointplot(df, x=param, y=metric, hue=hue, errorbar="sd", capsize=0.1, ax=ax, dodge=0.2 if hue else False)
     ax.set_ylabel("test accuracy (%)")
     if log:
         ax.set_xscale("log")

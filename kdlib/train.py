@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .data import Dataset, DeviceLoader
-from .io import load_checkpoint, save_checkpoint
+from .io import CheckpointError, load_checkpoint, save_checkpoint
 from .methods import Batch, Method, SetupInfo
 from .models import Features
 
@@ -261,9 +261,14 @@ class _Run:
 
     def _maybe_resume(self):
         path = self.opts.checkpoint
-        if not (self.opts.resume and path and Path(path).is_file()):
+        if not (self.opts.resume and path):
             return
-        state = load_checkpoint(path, map_location=self.device)
+        try:
+            state = load_checkpoint(path, map_location=self.device)
+        except CheckpointError:
+            if Path(path).exists():
+                raise
+            return  # none, or just removed by a finished run of the same config: start afresh
         for s in self.students:
             if s.name not in state["students"]:
                 raise ValueError(f"checkpoint {path} has no student {s.name!r} (it has {list(state['students'])})")
@@ -332,6 +337,7 @@ class _Run:
             s.model.train()
             s.method.train()
         stats = [_TermStats() for _ in self.students]
+        clocks = [_Clock(self.device) for _ in self.students]
         check_each_step = self.device.type == "cpu"   # free on CPU; on CUDA once per epoch (no host sync)
         n_images, t0 = 0, time.perf_counter()
         steps = _progress(self.loader.iter_epoch(epoch), self.opts.progress and self.rank == 0,
@@ -339,15 +345,17 @@ class _Run:
         for step, (images, labels, idx) in enumerate(steps):
             batch = Batch(images, labels, idx)
             ft = self._teacher_forward(images)
-            for s, st in zip(self.students, stats):
-                st.add(self._student_step(s, batch, ft, epoch), step)
+            for s, st, clock in zip(self.students, stats, clocks):
+                with clock:
+                    terms = self._student_step(s, batch, ft, epoch)
+                st.add(terms, step)
                 if check_each_step:
                     st.raise_if_nonfinite(s.name, epoch)
             n_images += len(labels)
         seconds = time.perf_counter() - t0
         for s, st in zip(self.students, stats):
             st.raise_if_nonfinite(s.name, epoch)
-        return self._finish_epoch(epoch, stats, len(self.loader), seconds, n_images * self.world)
+        return self._finish_epoch(epoch, stats, clocks, len(self.loader), seconds, n_images * self.world)
 
     def _autocast(self):
         if not self.amp:
@@ -372,16 +380,48 @@ class _Run:
         s.optimizer.step()
         return terms
 
-    def _finish_epoch(self, epoch, stats, n_steps, seconds, n_images) -> dict[str, dict]:
+    def _finish_epoch(self, epoch, stats, clocks, n_steps, seconds, n_images) -> dict[str, dict]:
         out = {}
-        for s, st in zip(self.students, stats):
+        for s, st, clock in zip(self.students, stats, clocks):
             metrics = {"epoch": epoch, "lr": s.optimizer.param_groups[0]["lr"],
                        "test_acc": evaluate(s.model, self.test_loader, self.amp),
                        "terms": {k: float(v) / n_steps for k, v in st.sums.items()},
-                       "seconds": seconds, "images_per_s": n_images / seconds}
+                       "seconds": seconds, "images_per_s": n_images / seconds,
+                       "student_seconds": clock.seconds()}
             s.history.append(metrics)
             out[s.name] = metrics
         return out
+
+
+class _Clock:
+    """Time spent in one student's steps (its forward, losses, backward and update, not the
+    shared teacher forward): perf_counter on CPU, CUDA events read once at the epoch's end."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.spans: list = []
+        self.total = 0.0
+
+    def __enter__(self):
+        if self.cuda:
+            self.start = torch.cuda.Event(enable_timing=True)
+            self.start.record()
+        else:
+            self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.spans.append((self.start, end))
+        else:
+            self.total += time.perf_counter() - self.start
+
+    def seconds(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return sum(a.elapsed_time(b) for a, b in self.spans) / 1000
+        return self.total
 
 
 class _TermStats:
@@ -433,12 +473,19 @@ def evaluate(model: nn.Module, loader: DeviceLoader, amp: bool = False) -> float
 
 
 def summarize(history: list[dict]) -> dict:
-    """Last/best accuracy, timing and throughput of a run from its per-epoch history."""
+    """Last/best accuracy, timing and throughput of a run from its per-epoch history.
+
+    ``wall_time`` (s) and ``images_per_s`` are the whole group's (all students trained together
+    and the shared teacher forward); ``student_time`` (s) and ``student_images_per_s`` count
+    this student's own steps only, the cost of the method itself.
+    """
     best = max(history, key=lambda h: h["test_acc"])
     seconds = sum(h["seconds"] for h in history)
     images = sum(h["images_per_s"] * h["seconds"] for h in history)
+    own = sum(h["student_seconds"] for h in history)
     return {"history": history, "last_acc": history[-1]["test_acc"], "best_acc": best["test_acc"],
-            "best_epoch": best["epoch"], "wall_time": seconds, "images_per_s": images / seconds if seconds else math.nan}
+            "best_epoch": best["epoch"], "wall_time": seconds, "images_per_s": images / seconds if seconds else math.nan,
+            "student_time": own, "student_images_per_s": images / own if own else math.nan}
 
 
 def _progress(it, enabled: bool, **kw):
