@@ -63,9 +63,13 @@ def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: d
         def train(missing: list[dict]) -> list[dict]:
             ds = dataset or profile.load_data(data_root)
             keys = [config_key(c) for c in missing]
-            torch.manual_seed(seed)
-            students = [Student(label, create_model(student_arch, ds.num_classes, ds.in_channels), m, student_arch)
-                        for (label, m), c in zip(built.items(), configs) if config_key(c) in keys]
+
+            def student(label: str, method: methods_mod.Method) -> Student:
+                # Every student starts from the seed's weights, whichever other runs train beside it.
+                torch.manual_seed(seed)
+                return Student(label, create_model(student_arch, ds.num_classes, ds.in_channels), method, student_arch)
+
+            students = [student(label, m) for (label, m), c in zip(built.items(), configs) if config_key(c) in keys]
             ckpt = Path(results_dir).parent / "checkpoints" / f"students-{config_key({'runs': keys})}.pt"
             opts = Options(device=device, amp=profile.amp, checkpoint=ckpt, resume=True, progress=progress)
             summaries = distill_many(students, teacher.model if teacher else None, ds, profile.student_recipe(),
