@@ -17,6 +17,7 @@ import os
 import pickle
 import tarfile
 import urllib.request
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
@@ -126,7 +127,11 @@ def _read_fashion_file(folder: Path, stem: str) -> np.ndarray:
     for name in (stem + ".gz", stem):
         path = folder / name
         if path.is_file():
-            payload = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+            try:
+                payload = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+            except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+                raise ValueError(f"{path} is corrupt or not a gzip file ({e}); "
+                                 "delete it and get the data again") from None
             if hashlib.sha256(payload).hexdigest() != FASHION_FILES[stem]:
                 raise ValueError(f"{path} is corrupt or not the official Fashion-MNIST file "
                                  "(checksum mismatch); delete it and get the data again")

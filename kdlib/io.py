@@ -13,7 +13,6 @@ import json
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,12 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename), creating parent folders."""
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename), creating parent folders.
+
+    Raises:
+        OSError: naming ``path`` (a full disk, ...); ``path`` keeps its previous content and
+            the temp file is removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -35,8 +39,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno:  # a full disk...: name the file, which keeps its old content
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 
@@ -65,10 +71,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} holds objects other than tensors and plain containers; "
-            f"refused without executing it (weights_only=True): {str(e).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        code = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line]  # the class or function met
+        if code:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} holds objects other than tensors and plain containers; "
+                f"refused without executing it (weights_only=True): {code[0]}") from None
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or truncated (unreadable pickle data)") from None
+    except Exception as e:  # a damaged file fails in many ways (a text file: KeyError)
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt or truncated ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None

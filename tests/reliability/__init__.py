@@ -1,0 +1,1 @@
+"""Reliability: kills and resume, faults, bad input, concurrent runs (see run_driver.py)."""
