@@ -91,7 +91,7 @@ def vs_param(records: list[dict], param: str, metric: str = "last_acc", hue: str
     df[param] = [str(r["config"]["method"].get(param)) if isinstance(r["config"]["method"].get(param), (list, tuple))
                  else r["config"]["method"].get(param) for r in records]
     ax = ax or plt.subplots()[1]
-    sns.pointplot(df, x=param, y=metric, hue=hue, errorbar="sd", capsize=0.1, ax=ax, dodge=0.2 if hue else False)
+    sns.pointplot(df, x=param, y=metric, hue=hue, errorbar="sd", capsize=0.1, ax=ax, dodge=0.2 if hue and df[hue].nunique() > 1 else False)
     ax.set_ylabel("test accuracy (%)")
     if log:
         ax.set_xscale("log")

@@ -16,7 +16,7 @@ import copy
 import math
 import os
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -92,6 +92,7 @@ class Student:
     arch: str | None = None
     optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
     step_module: nn.Module | None = field(default=None, repr=False)
+    rng: dict | None = field(default=None, repr=False)
     history: list[dict] = field(default_factory=list)
 
 
@@ -230,6 +231,9 @@ class _Run:
         with torch.no_grad():
             ft = self.teacher.eval().forward_features(probe, preact=self.preact) if self.needs_teacher else None
         for s in self.students:
+            # Each student draws from its own generator, seeded alike: what its method samples
+            # (module initialisation, CRD's negatives...) does not depend on who trains beside it.
+            torch.manual_seed(self.seed)
             s.model.to(self.device, memory_format=fmt)
             with torch.no_grad():
                 fs = s.model.eval().forward_features(probe, preact=self.preact)
@@ -249,13 +253,13 @@ class _Run:
                                           fused=self.device.type in ("cuda", "cpu"))
             if self.opts.compile:
                 s.model.forward_features = torch.compile(s.model.forward_features)
+            s.rng = _rng_state(self.device)
 
     # -- checkpoints --------------------------------------------------------------------------
     def _state(self, epoch: int) -> dict:
-        return {"epoch": epoch, "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+        return {"epoch": epoch,
                 "students": {s.name: {"model": s.model.state_dict(), "method": s.method.state_dict(),
-                                      "optimizer": s.optimizer.state_dict(), "history": s.history}
+                                      "optimizer": s.optimizer.state_dict(), "history": s.history, "rng": s.rng}
                              for s in self.students},
                 "teacher": self.teacher.state_dict() if self.teacher_train_mode and self.teacher is not None else None}
 
@@ -277,11 +281,9 @@ class _Run:
             s.method.load_state_dict(st["method"])
             s.optimizer.load_state_dict(st["optimizer"])
             s.history = list(st["history"])
+            s.rng = {k: v.cpu() for k, v in st["rng"].items()}
         if state.get("teacher") is not None:
             self.teacher.load_state_dict(state["teacher"])
-        torch.set_rng_state(state["rng_cpu"].cpu())
-        if state["rng_cuda"]:
-            torch.cuda.set_rng_state_all([t.cpu() for t in state["rng_cuda"]])
         self.start_epoch = state["epoch"] + 1
 
     def _save(self, epoch: int):
@@ -309,6 +311,10 @@ class _Run:
 
     def _init_stage(self, s: Student) -> None:
         """Run the method's pre-training stage with its own optimizer (epochs -1, -2, ... of the loader)."""
+        with _own_rng(s, self.device):
+            self._run_init_stage(s)
+
+    def _run_init_stage(self, s: Student) -> None:
         stage = s.method.init_stage(s.model)
         if stage is None or stage.epochs == 0:
             return
@@ -346,7 +352,7 @@ class _Run:
             batch = Batch(images, labels, idx)
             ft = self._teacher_forward(images)
             for s, st, clock in zip(self.students, stats, clocks):
-                with clock:
+                with clock, _own_rng(s, self.device):
                     terms = self._student_step(s, batch, ft, epoch)
                 st.add(terms, step)
                 if check_each_step:
@@ -486,6 +492,25 @@ def summarize(history: list[dict]) -> dict:
     return {"history": history, "last_acc": history[-1]["test_acc"], "best_acc": best["test_acc"],
             "best_epoch": best["epoch"], "wall_time": seconds, "images_per_s": images / seconds if seconds else math.nan,
             "student_time": own, "student_images_per_s": images / own if own else math.nan}
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+@contextmanager
+def _own_rng(s: Student, device: torch.device):
+    """Run with the student's own random state, then keep where it got to."""
+    torch.set_rng_state(s.rng["cpu"])
+    if "cuda" in s.rng:
+        torch.cuda.set_rng_state(s.rng["cuda"], device)
+    try:
+        yield
+    finally:
+        s.rng = _rng_state(device)
 
 
 def _progress(it, enabled: bool, **kw):
