@@ -6,10 +6,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-setup
 PROFILE ?= cpu
 CHAPTER ?=
+BENCH_ARGS ?=
 FMNIST := /usr/share/datasets/fashion-mnist
 MATHJAX := _vendor/mathjax/tex-svg-full.js
 
-.PHONY: setup system book test lab
+.PHONY: setup system book test lab bench
 
 setup: $(STAMP) $(MATHJAX) system
 
@@ -46,3 +47,7 @@ book: setup
 
 lab: setup
 	$(BIN)/jupyter lab book/
+
+# kdlib's trainer against a reference-style loop; options in bench/README.md (e.g. BENCH_ARGS=--quick).
+bench: $(STAMP) system
+	$(BIN)/python -m kdlib bench $(BENCH_ARGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _list(kind: str) -> list[str]:
@@ -36,10 +37,23 @@ def cmd_train_teacher(args) -> None:
     print(f"record: {args.results_dir}/{t.record['key']}.json")
 
 
+def _hparams(text: str | None) -> dict:
+    """The method hyperparameters of ``--hparams`` (a JSON object; none when not given)."""
+    if not text:
+        return {}
+    try:
+        hparams = json.loads(text)
+    except json.JSONDecodeError:
+        hparams = None
+    if not isinstance(hparams, dict):
+        raise ValueError(f"--hparams is not a JSON object: {text!r}; expected e.g. '{{\"T\": 2}}'")
+    return hparams
+
+
 def cmd_distill(args) -> None:
     from . import experiments, methods, models, teachers
     p = _profile(args)
-    hparams = json.loads(args.hparams) if args.hparams else {}
+    hparams = _hparams(args.hparams)
     methods.create(args.method, **hparams)  # bad names fail here, before any training
     for arch in (args.teacher, args.student):
         if arch not in models.list_models():
@@ -58,6 +72,18 @@ def cmd_distill(args) -> None:
 def cmd_book(args) -> None:
     from .book import build
     sys.exit(build(args.profile, chapters=args.chapter, skip_html=args.no_html))
+
+
+def cmd_bench(args) -> None:
+    """Run the benchmark of the source checkout (``bench/run.py``) with the remaining arguments."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "run.py").is_file():
+        raise FileNotFoundError(f"{root / 'bench' / 'run.py'} not found: the benchmark ships with kdlib's "
+                                "source checkout, not with the installed package")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from bench.run import main as bench
+    bench(args.bench_args)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,13 +121,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-html", action="store_true", help="execute the notebooks, skip the HTML")
     p.set_defaults(func=cmd_book)
 
-    args = parser.parse_args(argv)
+    # The benchmark parses its own options (`python -m kdlib bench --help` lists them).
+    p = sub.add_parser("bench", add_help=False, help="kdlib's trainer against a reference-style loop (bench/)")
+    p.set_defaults(func=cmd_bench)
+
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command in ("datasets", "models", "methods", "profiles"):
         print("\n".join(_list(args.command)))
         return
+    from .io import CheckpointError
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
         parser.exit(2, f"error: {e}\n")
 
 

@@ -223,6 +223,8 @@ class _Run:
 
     # -- setup -------------------------------------------------------------------------------
     def _prepare(self):
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
         torch.manual_seed(self.seed)
         fmt = torch.channels_last if self.opts.channels_last else torch.preserve_format
         if self.teacher is not None:
@@ -358,6 +360,8 @@ class _Run:
                 if check_each_step:
                     st.raise_if_nonfinite(s.name, epoch)
             n_images += len(labels)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the epoch's time includes the queued GPU work
         seconds = time.perf_counter() - t0
         for s, st in zip(self.students, stats):
             st.raise_if_nonfinite(s.name, epoch)
