@@ -23,7 +23,7 @@ def _list(kind: str) -> list[str]:
 
 def _profile(args):
     from . import profiles
-    return profiles.get(args.profile, device=args.device, epochs=getattr(args, "epochs", None),
+    return profiles.get(args.profile, device=args.device, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
                         seeds=getattr(args, "seeds", None))
 
 
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     def run_args(p):
         p.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper (default cpu)")
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the profile's)")
-        p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+        p.add_argument("--epochs", type=int, default=None, help="override the profile's student epochs")
+        p.add_argument("--teacher-epochs", type=int, default=None, help="override the profile's teacher epochs")
         p.add_argument("--data-root", default=None)
         p.add_argument("--results-dir", default="results")
         p.add_argument("--force", action="store_true", help="retrain even if a record exists")
