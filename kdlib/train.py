@@ -33,6 +33,11 @@ from .models import Features
 LOW_LR_ARCHS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
 
 
+def step_factor(epoch: int, milestones, gamma: float) -> float:
+    """RepDistiller's step decay: ``gamma^(number of milestones m with epoch > m)``, epochs from 1."""
+    return gamma ** sum(epoch > m for m in milestones)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """An optimisation recipe (SGD with step decay). Epochs count from 1.
@@ -56,7 +61,7 @@ class Recipe:
 
     def lr_factor(self, epoch: int) -> float:
         """Multiplier of the base learning rate in ``epoch`` (1-based)."""
-        return self.gamma ** sum(epoch > m for m in self.milestones)
+        return step_factor(epoch, self.milestones, self.gamma)
 
     def scaled(self, epochs: int, batch_size: int | None = None) -> "Recipe":
         """The same recipe over ``epochs`` epochs, milestones moved proportionally."""
@@ -325,7 +330,7 @@ class _Run:
         s.model.train()
         for e in _progress(range(1, stage.epochs + 1), self.opts.progress and self.rank == 0, desc=f"{s.name} init"):
             for group in opt.param_groups:
-                group["lr"] = stage.lr * stage.gamma ** sum(e > m for m in stage.milestones)
+                group["lr"] = stage.lr * step_factor(e, stage.milestones, stage.gamma)
             for step, (images, labels, idx) in enumerate(self.loader.iter_epoch(-e)):
                 ft = self._teacher_forward(images)
                 with self._autocast():
