@@ -22,16 +22,12 @@ timed steps, so both epochs have that many steps.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
-import math
 import os
 import platform
 import re
 import resource
 import shlex
 import sys
-import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -42,19 +38,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench import reference
 from kdlib import data, methods
+from kdlib.cost import PeakMemory, time_epoch
 from kdlib.io import atomic_write_json
 from kdlib.models import create_model
 from kdlib.results import environment
-from kdlib.train import RECIPES, Options, Student, distill_many, resolve_device
-
-try:
-    import psutil
-except ImportError:
-    psutil = None
-try:
-    malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim  # glibc only
-except (OSError, AttributeError):
-    malloc_trim = None
+from kdlib.train import RECIPES, Options, Student, resolve_device
 
 EPOCH_IMAGES = 50_000     # a CIFAR-sized epoch, for the extrapolated seconds per epoch
 TEST_IMAGES = 1           # kdlib evaluates after every epoch: keep that inside the timing negligible
@@ -113,53 +101,6 @@ QUICK_BATCHES = [8, 16]
 # ---------------------------------------------------------------------------------------------
 # Measurements
 
-class PeakMemory:
-    """Peak memory used inside a ``with`` block, in MB (``self.mb``), above its level at the start.
-
-    CUDA: ``torch.cuda.max_memory_allocated``. CPU: this process's resident set, sampled every
-    5 ms by a thread (psutil); without psutil, the rise of ``ru_maxrss``, which is a lifetime
-    peak (0 when an earlier block peaked higher). On glibc, free heap memory is handed back to
-    the system first (``malloc_trim``), so that what earlier blocks freed does not hide this
-    block's use. DataLoader worker processes are not counted.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device, self.mb = device, math.nan
-
-    def __enter__(self) -> "PeakMemory":
-        gc.collect()
-        if malloc_trim is not None:
-            malloc_trim(0)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.start = torch.cuda.memory_allocated(self.device)
-        elif psutil is not None:
-            self.process = psutil.Process()
-            self.start = self.peak = self.process.memory_info().rss
-            self.done = threading.Event()
-            self.sampler = threading.Thread(target=self._sample, daemon=True)
-            self.sampler.start()
-        else:
-            self.start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return self
-
-    def _sample(self) -> None:
-        while not self.done.wait(0.005):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(self.device)
-        elif psutil is not None:
-            self.done.set()
-            self.sampler.join()
-            peak = max(self.peak, self.process.memory_info().rss)
-        else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        self.mb = (peak - self.start) / 2**20
-
-
 def forward_flops(model: torch.nn.Module, dataset: data.Dataset) -> float:
     """FLOPs of one image's forward pass in eval mode (2 per multiply-add), by ``FlopCounterMode``."""
     x = torch.zeros(2, *dataset.train.images.shape[1:])
@@ -184,26 +125,15 @@ def matmul_peak_tflops(device: torch.device, n: int = 8192, iters: int = 20) -> 
 
 def time_kdlib(workload: Workload, dataset: data.Dataset, batch: int, mode: Mode,
                device: torch.device) -> tuple[float, float]:
-    """Wall-clock and CPU seconds of kdlib's second epoch of ``dataset`` (the first is the warm-up).
-
-    Measured between the ends of the two epochs (``Options.callbacks``), so it includes the
-    epoch's set-up and its evaluation of the ``TEST_IMAGES`` test images.
-    """
+    """Wall-clock and CPU seconds of kdlib's second epoch of ``dataset`` (the first is the warm-up),
+    by :func:`kdlib.cost.time_epoch`: it includes the epoch's set-up and its evaluation of the
+    ``TEST_IMAGES`` test images."""
     teacher = create_model(workload.teacher, dataset.num_classes, dataset.in_channels)
     students = [Student(f"student{i}", create_model(workload.student, dataset.num_classes, dataset.in_channels),
                         methods.create("kd"), workload.student) for i in range(mode.students)]
-    ends = []
-
-    def epoch_end(epoch: int, metrics: dict) -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        ends.append((time.perf_counter(), time.process_time()))
-
-    options = Options(device=str(device), amp=mode.amp, channels_last=mode.channels_last, compile=mode.compile,
-                      progress=False, callbacks=[epoch_end])
-    recipe = replace(RECIPES["crd"], epochs=2, batch_size=batch)
-    distill_many(students, teacher, dataset, recipe, teacher_arch=workload.teacher, options=options)
-    return ends[1][0] - ends[0][0], ends[1][1] - ends[0][1]
+    options = Options(device=str(device), amp=mode.amp, channels_last=mode.channels_last, compile=mode.compile)
+    return time_epoch(students, teacher, dataset, replace(RECIPES["crd"], batch_size=batch),
+                      teacher_arch=workload.teacher, options=options)
 
 
 def workload_data(workload: Workload, n: int, loaded: dict[str, data.Dataset]) -> data.Dataset:

@@ -81,30 +81,39 @@ class Chapter:
             self._dataset = self.profile.load_data(self.data_root)
         return self._dataset
 
-    def teacher(self, arch: str) -> teachers.Teacher:
-        """The profile's teacher ``arch``, trained on first use, then loaded."""
+    def teacher(self, arch: str, train: bool = True) -> teachers.Teacher:
+        """The profile's teacher ``arch``, trained on first use (unless ``train=False``), then loaded."""
         if arch not in self.teachers:
             self.teachers[arch] = teachers.get(arch, self.profile, data_root=self.data_root,
                                                results_dir=self.results_dir, progress=self.progress,
-                                               dataset=self._dataset)
+                                               dataset=self._dataset, train=train)
         return self.teachers[arch]
 
-    def run(self, pair: tuple[str, str], methods, seeds=None) -> list[dict]:
+    def run(self, pair: tuple[str, str], methods, seeds=None, train: bool = True) -> list[dict]:
         """Train-or-load ``methods`` on ``pair = (teacher, student)`` over the seeds.
 
         ``methods``: names, or ``{label: {"method": name, **hyperparameters}}``. All runs of
-        one seed train together (one teacher forward, identical batches). Returns records,
-        each with ``label`` and ``pair`` (``"resnet20→resnet8"``) added.
+        one seed train together (one teacher forward, identical batches). With ``train=False``
+        nothing is trained: only stored runs come back (and the teacher must be stored).
+        Returns records, each with ``label`` and ``pair`` (``"resnet20→resnet8"``) added.
         """
         teacher_arch, student_arch = pair
-        teacher = self.teacher(teacher_arch)
+        teacher = self.teacher(teacher_arch, train=train)
         recs = experiments.run(self.profile, teacher, student_arch, methods, dataset=self._dataset,
                                data_root=self.data_root, results_dir=self.results_dir,
-                               seeds=seeds, force=self.force, progress=self.progress)
+                               seeds=seeds, force=self.force, progress=self.progress, train=train)
         for r in recs:
             r["pair"] = f"{teacher_arch}→{student_arch}"
         self.records.extend(recs)
         return recs
+
+    def cost(self, pair: tuple[str, str], spec: dict) -> dict:
+        """Seconds per epoch and peak memory (MB) of training one student of ``spec``
+        (``{"method": name, **hyperparameters}``) on ``pair`` with the profile's data and
+        precision, timed over the second of two epochs (:func:`kdlib.experiments.cost`)."""
+        teacher_arch, student_arch = pair
+        return experiments.cost(self.profile, self.teacher(teacher_arch, train=False), student_arch, spec,
+                                self.dataset, device=self.profile.device)
 
     def footer(self) -> str:
         """Markdown provenance: profile, device, versions, wall time, teachers and record ids."""

@@ -2,7 +2,8 @@
 
 For each seed, the runs that have no record yet are trained together with
 :func:`~kdlib.train.distill_many` (one teacher forward per step, identical batches), and
-every run gets its own record in the store (chapter 0, "the protocol").
+every run gets its own record in the store (chapter 0, "the protocol"). :func:`cost` measures
+what one run costs per epoch (chapter 6).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 
 from . import methods as methods_mod
+from .cost import PeakMemory, time_epoch
 from .models import create_model
 from .profiles import Profile
 from .results import Store, config_key, train_or_load
@@ -36,15 +38,50 @@ def _profile_defaults(profile: Profile, spec: dict) -> dict:
     return hp
 
 
+def build_method(profile: Profile, teacher: Teacher | None, student_arch: str, spec: dict) -> methods_mod.Method:
+    """The method ``spec`` names (``{"method": name, **hyperparameters}``), with the hyperparameters
+    the papers give for the pair's comparable CIFAR-100 pair and the profile's CRD/RRD negatives."""
+    hp = _profile_defaults(profile, spec)
+    if teacher is None:
+        return methods_mod.create(spec["method"], **hp)
+    return methods_mod.for_pair(spec["method"], *profile.paper_pair((teacher.arch, student_arch)), **hp)
+
+
+def cost(profile: Profile, teacher: Teacher | None, student_arch: str, spec: dict, dataset, *,
+         device: str | None = None, test_images: int = 1) -> dict:
+    """What one student of ``spec`` costs to train on ``dataset``'s training split (chapter 6).
+
+    A fresh student (seed 0) trains alone for two epochs with the profile's recipe and
+    precision; the second epoch is timed (:func:`kdlib.cost.time_epoch`: its steps, the shared
+    teacher forward included, its set-up and the evaluation of ``test_images`` images) and the
+    whole run's peak memory is measured (:class:`kdlib.cost.PeakMemory`). Nothing is stored.
+
+    Returns:
+        ``{"epoch_s": wall-clock s, "cpu_s": CPU s of this process, "peak_mb": MB}``.
+    """
+    device = device or profile.device
+    ds = dataset.subset(test=test_images)
+    torch.manual_seed(0)
+    student = Student(spec["method"], create_model(student_arch, ds.num_classes, ds.in_channels),
+                      build_method(profile, teacher, student_arch, spec), student_arch)
+    with PeakMemory(device) as memory:
+        seconds, cpu_seconds = time_epoch([student], teacher.model if teacher else None, ds, profile.student_recipe(),
+                                          teacher_arch=teacher.arch if teacher else None,
+                                          options=Options(device=device, amp=profile.amp))
+    return {"epoch_s": seconds, "cpu_s": cpu_seconds, "peak_mb": memory.mb}
+
+
 def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: dict[str, dict] | list[str], *,
         dataset=None, data_root=None, results_dir="results", seeds=None, device=None, force=False,
-        progress=True) -> list[dict]:
+        progress=True, train: bool = True) -> list[dict]:
     """Records of ``methods`` distilled from ``teacher`` into ``student_arch``, for every seed.
 
     Args:
         methods: method names, or ``{label: {"method": name, **hyperparameters}}`` for
             variants of one method (e.g. an ablation over SDD's scales).
         seeds: defaults to the profile's.
+        train: train the runs that have no record; ``False`` returns only the stored ones
+            (the benchmark chapter collects the other chapters' runs this way).
 
     Returns:
         the records (one per method and seed), each with ``label`` added.
@@ -54,13 +91,10 @@ def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: d
     device = device or profile.device
     out = []
     for seed in seeds or profile.seeds:
-        paper_pair = profile.paper_pair((teacher.arch, student_arch)) if teacher else (None, None)
-        built = {label: methods_mod.for_pair(spec["method"], *paper_pair, **_profile_defaults(profile, spec))
-                 if teacher else methods_mod.create(spec["method"], **_profile_defaults(profile, spec))
-                 for label, spec in specs.items()}
+        built = {label: build_method(profile, teacher, student_arch, spec) for label, spec in specs.items()}
         configs = [student_config(profile, teacher, student_arch, m, seed) for m in built.values()]
 
-        def train(missing: list[dict]) -> list[dict]:
+        def train_missing(missing: list[dict]) -> list[dict]:
             ds = dataset or profile.load_data(data_root)
             keys = [config_key(c) for c in missing]
 
@@ -77,6 +111,6 @@ def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: d
             ckpt.unlink(missing_ok=True)
             return [{**summaries[s.name], "device": device} for s in students]
 
-        for label, rec in zip(built, train_or_load(configs, train, store, force)):
-            out.append({**rec, "label": label})
+        recs = train_or_load(configs, train_missing, store, force) if train else [store.get(c) for c in configs]
+        out += [{**rec, "label": label} for label, rec in zip(built, recs) if rec is not None]
     return out

@@ -53,12 +53,15 @@ def teacher_config(arch: str, profile: Profile, seed: int = 0) -> dict:
 
 
 def get(arch: str, profile: Profile, *, data_root=None, results_dir="results", device: str | None = None,
-        force: bool = False, progress: bool = True, dataset=None) -> Teacher:
+        force: bool = False, progress: bool = True, dataset=None, train: bool = True) -> Teacher:
     """Load the teacher ``arch`` of ``profile``, training it first if needed.
 
     A stored teacher is used when its record exists and its checkpoint's hash matches the
     record; otherwise (or with ``force``) it is trained with the profile's teacher recipe,
     saved atomically and recorded.
+
+    Raises:
+        LookupError: ``train=False`` and no valid stored teacher.
     """
     store = results.Store(results_dir)
     config = teacher_config(arch, profile)
@@ -67,6 +70,9 @@ def get(arch: str, profile: Profile, *, data_root=None, results_dir="results", d
     if record and ckpt.is_file() and file_sha256(ckpt) == record.get("checkpoint_sha256"):
         return from_checkpoint(arch, ckpt, num_classes=record["num_classes"], in_channels=record["in_channels"],
                                record=record)
+    if not train:
+        raise LookupError(f"no stored {arch} teacher of profile {profile.name!r} in {Path(results_dir).resolve()}: "
+                          f"the chapters train it (make book PROFILE={profile.name})")
     dataset = dataset or profile.load_data(data_root)
     device = device or profile.device
     torch.manual_seed(config["seed"])

@@ -114,6 +114,27 @@ def test_experiment_run_records_every_method_and_seed_then_loads(tmp_path):
     assert mtimes == {f: f.stat().st_mtime_ns for f in tmp_path.glob("*.json")}  # nothing retrained
     t2 = table(recs, by=["method.name"])
     assert list(t2["n"]) == [2, 2]
+    # load-only (the benchmark chapter): stored runs come back, missing ones are skipped, nothing trains
+    loaded = experiments.run(p, t, "resnet8", ["kd", "dkd"], results_dir=tmp_path, progress=False, train=False)
+    assert [(r["label"], r["key"]) for r in loaded] == [("kd", recs[1]["key"]), ("kd", recs[3]["key"])]
+    assert mtimes == {f: f.stat().st_mtime_ns for f in tmp_path.glob("*.json")}
+
+
+def test_load_only_never_trains_a_teacher(tmp_path):
+    with pytest.raises(LookupError, match="no stored resnet8 teacher of profile 'smoke'.*make book PROFILE=smoke"):
+        teachers.get("resnet8", profiles.get("smoke"), results_dir=tmp_path, train=False)
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_cost_times_one_epoch_and_measures_memory(tmp_path):
+    p = profiles.get("smoke")
+    t = teachers.get("resnet8", p, results_dir=tmp_path, progress=False)
+    ds = p.load_data()
+    plain, sskd = (experiments.cost(p, t, "resnet8", {"method": m}, ds) for m in ("kd", "sskd"))
+    for c in (plain, sskd):
+        assert c["epoch_s"] > 0 and c["cpu_s"] > 0 and c["peak_mb"] >= 0
+    assert sskd["epoch_s"] > plain["epoch_s"]  # four rotated copies of every image: more work per epoch
+    assert not list(tmp_path.glob("*.json"))[1:]  # only the teacher's record: a cost run stores nothing
 
 
 def _cli(*args):
