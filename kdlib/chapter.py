@@ -112,8 +112,7 @@ class Chapter:
         (``{"method": name, **hyperparameters}``) on ``pair`` with the profile's data and
         precision, timed over the second of two epochs (:func:`kdlib.experiments.cost`)."""
         teacher_arch, student_arch = pair
-        return experiments.cost(self.profile, self.teacher(teacher_arch, train=False), student_arch, spec,
-                                self.dataset, device=self.profile.device)
+        return experiments.cost(self.profile, self.teacher(teacher_arch, train=False), student_arch, spec, self.dataset)
 
     def footer(self) -> str:
         """Markdown provenance: profile, device, versions, wall time, teachers and record ids."""
