@@ -130,10 +130,9 @@ def time_kdlib(workload: Workload, dataset: data.Dataset, batch: int, mode: Mode
     ``TEST_IMAGES`` test images."""
     teacher = create_model(workload.teacher, dataset.num_classes, dataset.in_channels)
     students = [Student(f"student{i}", create_model(workload.student, dataset.num_classes, dataset.in_channels),
-                        methods.create("kd"), workload.student) for i in range(mode.students)]
+                        methods.create("kd")) for i in range(mode.students)]
     options = Options(device=str(device), amp=mode.amp, channels_last=mode.channels_last, compile=mode.compile)
-    return time_epoch(students, teacher, dataset, replace(RECIPES["crd"], batch_size=batch),
-                      teacher_arch=workload.teacher, options=options)
+    return time_epoch(students, teacher, dataset, replace(RECIPES["crd"], batch_size=batch), options=options)
 
 
 def workload_data(workload: Workload, n: int, loaded: dict[str, data.Dataset]) -> data.Dataset:

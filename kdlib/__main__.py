@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_parser(kind, help=f"list the {kind}")
 
     def run_args(p):
-        p.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper (default cpu)")
+        p.add_argument("--profile", default="cpu", help="smoke, quick, cpu, gpu or paper (default cpu)")
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the profile's)")
         p.add_argument("--epochs", type=int, default=None, help="override the profile's student epochs")
         p.add_argument("--teacher-epochs", type=int, default=None, help="override the profile's teacher epochs")

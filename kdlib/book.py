@@ -38,10 +38,11 @@ def chapters() -> list[str]:
 
 
 def output_dirs(profile: str) -> tuple[Path, Path]:
-    """(executed notebooks, results records) of a profile. Smoke records stay out of ``results/``."""
-    executed = ROOT / "executed" if profile == PUBLISHED_PROFILE else ROOT / "_build" / profile / "executed"
-    results = ROOT / "_build" / "smoke" / "results" if profile == "smoke" else ROOT / "results"
-    return executed, results
+    """(executed notebooks, results records) of a profile: the tracked ``executed/`` and
+    ``results/`` for the published profile only, ``_build/<profile>/`` for every other one."""
+    if profile == PUBLISHED_PROFILE:
+        return ROOT / "executed", ROOT / "results"
+    return ROOT / "_build" / profile / "executed", ROOT / "_build" / profile / "results"
 
 
 def run_chapter(name: str, profile: str, executed: Path, results: Path) -> float:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from . import experiments, profiles, teachers
-from .book import repo_root
+from .book import output_dirs
 from .data import Dataset
 
 HEADLESS_ENV = "KDLIB_HEADLESS"  # set by `make book`: no live widgets, progress bars off
@@ -44,7 +44,8 @@ class Chapter:
         seeds: student seeds (``None``: the profile's).
         device: ``"cpu"``, ``"cuda"``... (``None``: the profile's).
         data_root: where datasets are looked for first (``None``: the standard places).
-        results_dir: the run store (``None``: ``results/`` at the project root).
+        results_dir: the run store (``None``: ``results/`` at the project root for the
+            published profile, ``_build/<profile>/results`` for the others).
         force: retrain runs that already have a record.
         **overrides: other profile fields (``epochs``, ``pairs``...).
 
@@ -67,7 +68,7 @@ class Chapter:
             from .train import resolve_device
             resolve_device(self.profile.device)
         self.data_root = data_root
-        self.results_dir = Path(results_dir) if results_dir else repo_root() / "results"
+        self.results_dir = Path(results_dir) if results_dir else output_dirs(self.profile.name)[1]
         self.progress = not headless()
         self.records: list[dict] = []
         self.teachers: dict[str, teachers.Teacher] = {}
@@ -112,7 +113,8 @@ class Chapter:
         (``{"method": name, **hyperparameters}``) on ``pair`` with the profile's data and
         precision, timed over the second of two epochs (:func:`kdlib.experiments.cost`)."""
         teacher_arch, student_arch = pair
-        return experiments.cost(self.profile, self.teacher(teacher_arch, train=False), student_arch, spec, self.dataset)
+        return experiments.cost(self.profile, self.teacher(teacher_arch, train=False), student_arch, spec, self.dataset,
+                                results_dir=self.results_dir)
 
     def footer(self) -> str:
         """Markdown provenance: profile, device, versions, wall time, teachers and record ids."""

@@ -78,7 +78,7 @@ class PeakMemory:
 
 
 def time_epoch(students: list[Student], teacher: nn.Module | None, dataset: Dataset, recipe: Recipe, *,
-               teacher_arch: str | None = None, options: Options | None = None) -> tuple[float, float]:
+               options: Options | None = None) -> tuple[float, float]:
     """Wall-clock and CPU seconds of the second of two epochs of ``distill_many`` on ``dataset``.
 
     Measured between the ends of the two epochs (``Options.callbacks``, after a CUDA
@@ -96,6 +96,6 @@ def time_epoch(students: list[Student], teacher: nn.Module | None, dataset: Data
             torch.cuda.synchronize(device)
         ends.append((time.perf_counter(), time.process_time()))
 
-    distill_many(students, teacher, dataset, replace(recipe, epochs=2), teacher_arch=teacher_arch,
+    distill_many(students, teacher, dataset, replace(recipe, epochs=2),
                  options=replace(options, progress=False, checkpoint=None, callbacks=[*options.callbacks, epoch_end]))
     return ends[1][0] - ends[0][0], ends[1][1] - ends[0][1]

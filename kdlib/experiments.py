@@ -48,27 +48,38 @@ def build_method(profile: Profile, teacher: Teacher | None, student_arch: str, s
 
 
 def cost(profile: Profile, teacher: Teacher | None, student_arch: str, spec: dict, dataset, *,
-         device: str | None = None, test_images: int = 1) -> dict:
-    """What one student of ``spec`` costs to train on ``dataset``'s training split (chapter 6).
+         results_dir="results", device: str | None = None, train_images: int | None = None,
+         test_images: int = 1, force: bool = False) -> dict:
+    """What one student of ``spec`` costs to train on ``dataset``'s training split (chapter 6),
+    measured once and then loaded: cost measurements are records like runs.
 
     A fresh student (seed 0) trains alone for two epochs with the profile's recipe and
     precision; the second epoch is timed (:func:`kdlib.cost.time_epoch`: its steps, the shared
     teacher forward included, its set-up and the evaluation of ``test_images`` images) and the
-    whole run's peak memory is measured (:class:`kdlib.cost.PeakMemory`). Nothing is stored.
+    whole run's peak memory is measured (:class:`kdlib.cost.PeakMemory`). ``train_images``
+    times a class-balanced subset of that many images (the cost per image is what compares).
 
     Returns:
-        ``{"epoch_s": wall-clock s, "cpu_s": CPU s of this process, "peak_mb": MB}``.
+        the record, with ``epoch_s`` (wall-clock s of one epoch), ``cpu_s`` (CPU s of this
+        process), ``peak_mb`` (MB), ``images`` (training images in the timed epoch) and
+        ``ms_per_image``; its ``env`` says on which machine it was measured.
     """
     device = device or profile.device
-    ds = dataset.subset(test=test_images)
-    torch.manual_seed(0)
-    student = Student(spec["method"], create_model(student_arch, ds.num_classes, ds.in_channels),
-                      build_method(profile, teacher, student_arch, spec), student_arch)
-    with PeakMemory(device) as memory:
-        seconds, cpu_seconds = time_epoch([student], teacher.model if teacher else None, ds, profile.student_recipe(),
-                                          teacher_arch=teacher.arch if teacher else None,
-                                          options=Options(device=device, amp=profile.amp))
-    return {"epoch_s": seconds, "cpu_s": cpu_seconds, "peak_mb": memory.mb}
+    ds = dataset.subset(train_images, test_images)
+    method = build_method(profile, teacher, student_arch, spec)
+    config = {**student_config(profile, teacher, student_arch, method, 0), "role": "cost",
+              "timed": {"train_images": len(ds.train), "test_images": len(ds.test), "device": device}}
+    store = Store(results_dir)
+    record = None if force else store.get(config)
+    if record is None:
+        torch.manual_seed(0)
+        student = Student(spec["method"], create_model(student_arch, ds.num_classes, ds.in_channels), method)
+        with PeakMemory(device) as memory:
+            seconds, cpu_seconds = time_epoch([student], teacher.model if teacher else None, ds,
+                                              profile.student_recipe(), options=Options(device=device, amp=profile.amp))
+        record = store.put(config, {"epoch_s": seconds, "cpu_s": cpu_seconds, "peak_mb": memory.mb,
+                                    "images": len(ds.train), "ms_per_image": 1000 * seconds / len(ds.train)}, device)
+    return record
 
 
 def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: dict[str, dict] | list[str], *,
@@ -101,16 +112,68 @@ def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: d
             def student(label: str, method: methods_mod.Method) -> Student:
                 # Every student starts from the seed's weights, whichever other runs train beside it.
                 torch.manual_seed(seed)
-                return Student(label, create_model(student_arch, ds.num_classes, ds.in_channels), method, student_arch)
+                return Student(label, create_model(student_arch, ds.num_classes, ds.in_channels), method)
 
             students = [student(label, m) for (label, m), c in zip(built.items(), configs) if config_key(c) in keys]
             ckpt = Path(results_dir).parent / "checkpoints" / f"students-{config_key({'runs': keys})}.pt"
             opts = Options(device=device, amp=profile.amp, checkpoint=ckpt, resume=True, progress=progress)
             summaries = distill_many(students, teacher.model if teacher else None, ds, profile.student_recipe(),
-                                     teacher_arch=teacher.arch if teacher else None, seed=seed, options=opts)
+                                     seed=seed, options=opts)
             ckpt.unlink(missing_ok=True)
             return [{**summaries[s.name], "device": device} for s in students]
 
         recs = train_or_load(configs, train_missing, store, force) if train else [store.get(c) for c in configs]
         out += [{**rec, "label": label} for label, rec in zip(built, recs) if rec is not None]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The pilot: how noisy and how dear the published profile's candidates are (chapter 0)
+
+PILOT_CELLS = ((10000, 15, 64), (2000, 15, 64), (10000, 8, 64), (10000, 15, 128), (10000, 30, 64), (60000, 8, 64))
+PILOT_SEEDS = (0, 1, 2, 3)
+PILOT_PAIR = ("resnet20", "resnet8")
+PILOT_STUDENTS = ("resnet8", "vgg8", "ShuffleV2", "ShuffleV1", "MobileNetV2")   # candidates of the cross pair
+PILOT_TIMED_IMAGES = 2000
+
+
+def pilot_profile(train_size: int, epochs: int, batch_size: int) -> Profile:
+    """The ``cpu`` profile at one cell of the pilot's grid (the full test set, float32)."""
+    from . import profiles
+    return profiles.get("cpu", train_size=train_size, epochs=epochs, batch_size=batch_size)
+
+
+def pilot(cells=PILOT_CELLS, seeds=PILOT_SEEDS, *, results_dir="results", data_root=None, progress=True,
+          train: bool = True) -> list[dict]:
+    """Vanilla and KD on resnet20 → resnet8 at every cell ``(train_size, epochs, batch_size)``
+    of the grid, for every seed: the noise the published profile is designed from.
+
+    Each training size has its own teacher (the profile's teacher recipe at batch 64, trained
+    on that subset); the cells differing only in batch size share it. Records are written as
+    each seed's pair of runs finishes, so an interrupted pilot resumes where it stopped.
+
+    Returns:
+        the records, each with ``label`` and ``cell`` (``(train_size, epochs, batch_size)``) added.
+    """
+    from . import teachers
+    out = []
+    for n, epochs, batch in cells:
+        profile = pilot_profile(n, epochs, batch)
+        teacher = teachers.get(PILOT_PAIR[0], pilot_profile(n, profile.teacher_epochs, 64), data_root=data_root,
+                               results_dir=results_dir, progress=progress, train=train)
+        recs = run(profile, teacher, PILOT_PAIR[1], ["vanilla", "kd"], data_root=data_root, results_dir=results_dir,
+                   seeds=seeds, progress=progress, train=train)
+        out += [{**r, "cell": (n, epochs, batch)} for r in recs]
+    return out
+
+
+def pilot_costs(students=PILOT_STUDENTS, *, results_dir="results", data_root=None, progress=True) -> list[dict]:
+    """Cost records of vanilla and KD from the pilot's resnet20 (10 000 images) into each
+    candidate student, timed on ``PILOT_TIMED_IMAGES`` training images."""
+    from . import teachers
+    profile = pilot_profile(*PILOT_CELLS[0])
+    teacher = teachers.get(PILOT_PAIR[0], profile, data_root=data_root, results_dir=results_dir, progress=progress)
+    ds = profile.load_data(data_root)
+    return [{**cost(profile, teacher, arch, {"method": m}, ds, results_dir=results_dir,
+                    train_images=PILOT_TIMED_IMAGES), "label": m, "student": arch}
+            for arch in students for m in ("vanilla", "kd")]

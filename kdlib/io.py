@@ -7,15 +7,18 @@ pickled code is ever executed.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
 import os
 import pickle
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -90,3 +93,31 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def encode_ints(values) -> dict:
+    """Small non-negative integers (e.g. predicted classes, ``(N,)``) as a compact JSON-able
+    dict: the narrowest unsigned dtype, zlib-compressed, base64 text (10 000 Fashion-MNIST
+    predictions take about 4 kB)."""
+    a = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values)
+    if a.ndim != 1 or (a.size and (a.min() < 0 or a.max() >= 2 ** 32)):
+        raise ValueError(f"encode_ints takes a 1-D array of ints in [0, 2^32), got shape {a.shape}")
+    dtype = next(t for t in ("uint8", "uint16", "uint32") if not a.size or a.max() <= np.iinfo(t).max)
+    blob = zlib.compress(a.astype(dtype).tobytes(), 9)
+    return {"dtype": dtype, "n": int(a.size), "zlib_base64": base64.b64encode(blob).decode()}
+
+
+def decode_ints(encoded: dict) -> np.ndarray:
+    """The int64 ``(n,)`` array :func:`encode_ints` encoded.
+
+    Raises:
+        ValueError: the dict is malformed or its data is damaged.
+    """
+    try:
+        raw = zlib.decompress(base64.b64decode(encoded["zlib_base64"], validate=True))
+        a = np.frombuffer(raw, dtype=np.dtype(encoded["dtype"]))
+        if encoded["dtype"] not in ("uint8", "uint16", "uint32") or a.size != encoded["n"]:
+            raise ValueError("dtype or length does not match")
+    except (KeyError, TypeError, ValueError, zlib.error) as e:
+        raise ValueError(f"damaged encoded integers ({type(e).__name__}: {e})") from None
+    return a.astype(np.int64)

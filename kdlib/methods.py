@@ -2,7 +2,7 @@
 
 A :class:`Method` is an ``nn.Module`` that owns its auxiliary modules (connectors,
 embeddings, memory banks) and declares what it needs from the trainer. Given a batch, the
-student's and the teacher's :class:`~kdlib.models.Features` and the epoch, it returns a dict of
+student's and the teacher's :class:`~kdlib.models.Features` and the step, it returns a dict of
 named, already weighted loss terms (the cross-entropy included); the trainer sums them. The
 losses themselves live in :mod:`kdlib.losses`; a method only picks tensors, weights and
 schedules them.
@@ -20,8 +20,10 @@ Conventions:
 * Hyperparameters are constructor keyword arguments with the papers' CIFAR-100 defaults
   (``reference/methods.md`` §9); :func:`create` records them as ``method.config``.
 * Epoch counts (warm-ups, init stages, EDT) are in epochs of the paper's run
-  (``paper_epochs``: 240 for the CRD recipe, 200 for CD's) and scale to ``SetupInfo.epochs``
-  with :meth:`Method.scaled`.
+  (``paper_epochs``: 240 for the CRD recipe, 200 for CD's) and become **optimizer steps** of
+  this run with :meth:`Method.span` (the same fraction of the run, at least ``MIN_SPAN``
+  steps): a 20-of-240-epoch warm-up stays a warm-up in an 8-epoch run instead of rounding
+  to one epoch, where it would be a no-op. Steps count from 1.
 * Modules trained only in an init stage (AB's connectors, FT's paraphraser, SSKD's teacher
   head) are frozen at setup, so the main optimizer leaves them alone; ``init_stage``
   unfreezes them for its own optimizer and the main step uses them under ``no_grad``.
@@ -75,7 +77,9 @@ class SetupInfo:
         num_classes: K.
         train_labels: ``(N,)`` labels of the whole training split (CRD samples negatives
             from other classes).
-        epochs: length of the run, for schedules defined as fractions of the paper's run.
+        steps: optimizer steps of the whole main run (epochs × steps per epoch), for
+            schedules defined as fractions of the paper's run.
+        steps_per_epoch: optimizer steps in one epoch (init stages run whole loader epochs).
         lr: the student's base learning rate in the main stage (AB's and FSP's init stages
             train at it, as RepDistiller's).
         classifier_s, classifier_t: the networks' final ``nn.Linear`` (SDD runs them on every
@@ -88,7 +92,8 @@ class SetupInfo:
     feats_t: Features | None
     num_classes: int
     train_labels: Tensor
-    epochs: int
+    steps: int
+    steps_per_epoch: int = 1
     lr: float = 0.05
     classifier_s: nn.Linear | None = None
     classifier_t: nn.Linear | None = None
@@ -101,15 +106,16 @@ class InitStage:
     """A stage trained before the main one (AB/FT/FSP initialisation, SSKD's teacher head).
 
     Attributes:
-        epochs: length of the stage (already scaled to the run by the method).
+        steps: length of the stage in optimizer steps (already scaled to the run by the method).
         parameters: what this stage's own SGD optimizer trains.
         loss: ``loss(batch, fs, ft) -> {name: weighted scalar}``.
-        lr, milestones, gamma: its step schedule (epochs count from 1 within the stage).
+        lr, milestones, gamma: its step-decay schedule, milestones in steps of the stage
+            (the learning rate is ``lr · gamma^(number of milestones m with step > m)``).
         needs_student: whether ``loss`` reads ``fs``; when False the trainer may skip the
             student's forward (FT's paraphraser and SSKD's teacher head see only the teacher).
     """
 
-    epochs: int
+    steps: int
     parameters: list[nn.Parameter]
     loss: Callable[[Batch, Features | None, Features], dict[str, Tensor]]
     lr: float = 0.05
@@ -119,6 +125,7 @@ class InitStage:
 
 
 STAGE_ALIGN = ("first", "last")
+MIN_SPAN = 2  # steps: the shortest schedule phase (a 1-step warm-up would be no warm-up)
 
 
 def align_stages(feats_s: list[Tensor], feats_t: list[Tensor], rule: str) -> tuple[list[Tensor], list[Tensor]]:
@@ -154,12 +161,28 @@ def _feature_parameters(model: nn.Module) -> list[nn.Parameter]:
 # ---------------------------------------------------------------------------------------------
 # Base classes
 
+_METHODS: dict[str, Callable[..., "Method"]] = {}  # name -> constructor; filled as classes are defined
+
+
+def _register(name: str, constructor: Callable[..., "Method"]) -> None:
+    if name in _METHODS:
+        raise ValueError(f"method name {name!r} is registered twice")
+    _METHODS[name] = constructor
+
+
 class Method(nn.Module):
     """Base class: plain cross-entropy training (the ``vanilla`` student; chapter 0 "Foundations").
 
     Subclasses override :meth:`distill` (and :meth:`setup` when they own modules, calling
     ``super().setup(info)`` first). Class attributes declare what the trainer must provide.
+    A subclass that sets its own ``name`` registers itself under it (``register=False`` in
+    the class statement opts out, as :class:`Combo` does).
     """
+
+    def __init_subclass__(cls, register: bool = True, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if register and "name" in cls.__dict__:
+            _register(cls.name, cls)
 
     name = "vanilla"
     terms: tuple[str, ...] = ("ce",)
@@ -170,42 +193,49 @@ class Method(nn.Module):
     grad_clip: float | None = None  # max global gradient norm (SDD's trainer)
     paper_epochs = 240        # the run the method's epoch counts refer to
     warmup_epochs = 0         # linear warm-up of the distillation terms (0: none)
+    key_neutral: dict = {}    # hyperparameters added after records were stored: {name: value that
+                              # reproduces those records}; left out of the key at that value
 
     def __init__(self, ce_weight: float = 1.0):
         super().__init__()
         self.ce_weight = ce_weight
-        self.run_epochs = self.paper_epochs
+        self.run_steps = self.paper_epochs
 
     def setup(self, info: SetupInfo) -> None:
         """Build auxiliary modules from the shapes in ``info``; remember the run length."""
-        self.run_epochs = info.epochs
+        self.run_steps = info.steps
 
     def init_stage(self, model: nn.Module) -> InitStage | None:
         """The stage to train before the main one, if the method has one (called after setup)."""
         return None
 
-    def scaled(self, epochs: int) -> int:
-        """An epoch count of the paper's run scaled to this run (rounded; at least 1 unless 0)."""
-        return max(1, round(epochs * self.run_epochs / self.paper_epochs)) if epochs else 0
+    def span(self, epochs: float) -> int:
+        """``epochs`` of the paper's run as optimizer steps of this run: the same fraction of
+        the run, rounded, and at least :data:`MIN_SPAN` steps unless ``epochs`` is 0."""
+        return max(MIN_SPAN, round(epochs * self.run_steps / self.paper_epochs)) if epochs else 0
 
-    def warmup(self, epoch: int) -> float:
-        """The warm-up factor ``min(epoch / W, 1)`` of ``epoch`` (from 1), W = scaled ``warmup_epochs``."""
-        w = self.scaled(self.warmup_epochs)
-        return min(epoch / w, 1.0) if w else 1.0
+    def warmup(self, step: int) -> float:
+        """The warm-up factor ``min(step / W, 1)`` of ``step`` (from 1), W = ``span(warmup_epochs)``.
+
+        mdistiller's ``min(epoch / 20, 1)`` per epoch, as a ramp over steps: < 1 at the first
+        step of every run whatever its length.
+        """
+        w = self.span(self.warmup_epochs)
+        return min(step / w, 1.0) if w else 1.0
 
     def incompatible(self, info: SetupInfo, why: str) -> ValueError:
         """The error for a teacher/student pair this method cannot connect."""
         return ValueError(f"method {self.name!r} cannot distil teacher {_describe(info.arch_t, info.feats_t)} "
                           f"into student {_describe(info.arch_s, info.feats_s)}: {why}")
 
-    def forward(self, batch: Batch, fs: Features, ft: Features | None, epoch: int) -> dict[str, Tensor]:
-        """Weighted loss terms of one step (``epoch`` counts from 1), each a scalar tensor."""
+    def forward(self, batch: Batch, fs: Features, ft: Features | None, step: int) -> dict[str, Tensor]:
+        """Weighted loss terms of optimizer step ``step`` (from 1 over the whole run), each a scalar tensor."""
         terms = {"ce": self.ce_weight * F.cross_entropy(fs.logits.float(), batch.labels)}
         if self.needs_teacher:
-            terms.update(self.distill(batch, fs, ft, epoch))
+            terms.update(self.distill(batch, fs, ft, step))
         return terms
 
-    def distill(self, batch: Batch, fs: Features, ft: Features, epoch: int) -> dict[str, Tensor]:
+    def distill(self, batch: Batch, fs: Features, ft: Features, step: int) -> dict[str, Tensor]:
         """The distillation terms, already weighted (none for ``vanilla``)."""
         return {}
 
@@ -216,7 +246,7 @@ class Distillation(Method):
     needs_teacher = True
 
 
-class Combo(Distillation):
+class Combo(Distillation, register=False):
     """A sum of methods: every part's distillation terms under their own names, the CE once.
 
     Args:
@@ -253,12 +283,12 @@ class Combo(Distillation):
             raise ValueError(f"method {self.name!r}: more than one part has an init stage")
         return stages[0] if stages else None
 
-    def distill(self, batch, fs, ft, epoch):
-        return {k: v for part in self.parts.values() for k, v in part.distill(batch, fs, ft, epoch).items()}
+    def distill(self, batch, fs, ft, step):
+        return {k: v for part in self.parts.values() for k, v in part.distill(batch, fs, ft, step).items()}
 
 
 def combo(name: str, doc: str, parts: dict[str, tuple[type[Method], dict]], cls: type[Combo] = Combo):
-    """A constructor of the combination ``name`` whose signature :func:`create` validates.
+    """Register the combination ``name``: a constructor whose signature :func:`create` validates.
 
     Its keyword arguments are ``cls``'s own (``ce_weight`` ...) and every part's
     hyperparameter as ``<part>__<name>``, defaulting to the part's default unless ``parts``
@@ -290,6 +320,9 @@ def combo(name: str, doc: str, parts: dict[str, tuple[type[Method], dict]], cls:
 
     build.__signature__ = signature
     build.__doc__ = doc
+    build.key_neutral = {**cls.key_neutral, **{f"{prefix}__{k}": v for prefix, (part, _) in parts.items()
+                                               for k, v in part.key_neutral.items()}}
+    _register(name, build)
     return build
 
 
@@ -309,12 +342,13 @@ class KD(Distillation):
         super().__init__(ce_weight)
         self.kd_weight, self.T = kd_weight, T
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         return {"kd": self.kd_weight * losses.kd(fs.logits, ft.logits, self.T)}
 
 
 class DKD(Distillation):
-    """Decoupled KD (chapter 0 "Foundations"): ``CE + min(epoch/20, 1)·dkd(α, β, T)``.
+    """Decoupled KD (chapter 0 "Foundations"): ``CE + w·dkd(α, β, T)``, ``w`` the linear warm-up
+    over the first 20/240 of the run (:meth:`Method.warmup`).
 
     mdistiller's CIFAR-100 values: CE 1, α=1, β=8 (6 or 2 for some pairs, see
     :func:`for_pair`), T=4, a 20-epoch (of 240) linear warm-up of the DKD term.
@@ -328,13 +362,13 @@ class DKD(Distillation):
         super().__init__(ce_weight)
         self.alpha, self.beta, self.T, self.warmup_epochs = alpha, beta, T, warmup_epochs
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         loss = losses.dkd(fs.logits, ft.logits, batch.labels, self.alpha, self.beta, self.T)
-        return {"dkd": self.warmup(epoch) * loss}
+        return {"dkd": self.warmup(step) * loss}
 
 
 class NKD(Distillation):
-    """Normalised KD as the SDD repository runs it (chapter 1 "SDD"): ``CE + min(epoch/20, 1)·nkd``.
+    """Normalised KD as the SDD repository runs it (chapter 1 "SDD"): ``CE + w·nkd``, ``w`` the warm-up.
 
     Paper vs code: the SDD repository's NKD (the code behind its NKD numbers) builds its
     non-target mask with a bug that keeps every class, so by default ``drop_target=False``;
@@ -350,9 +384,9 @@ class NKD(Distillation):
         super().__init__(ce_weight)
         self.gamma, self.T, self.drop_target, self.warmup_epochs = gamma, T, drop_target, warmup_epochs
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         loss = losses.nkd(fs.logits, ft.logits, batch.labels, self.gamma, self.T, self.drop_target)
-        return {"nkd": self.warmup(epoch) * loss}
+        return {"nkd": self.warmup(step) * loss}
 
 
 class GKD(Distillation):
@@ -369,7 +403,7 @@ class GKD(Distillation):
         super().__init__(ce_weight)
         self.gkd_weight, self.T = gkd_weight, T
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         return {"gkd": self.gkd_weight * losses.gkd(fs.logits, ft.logits, batch.labels, self.T)}
 
 
@@ -387,7 +421,7 @@ class TTM(Distillation):
         super().__init__(ce_weight)
         self.ttm_weight, self.gamma = ttm_weight, gamma
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         return {"ttm": self.ttm_weight * losses.ttm(fs.logits, ft.logits, self.gamma)}
 
 
@@ -405,7 +439,7 @@ class WTTM(Distillation):
         super().__init__(ce_weight)
         self.wttm_weight, self.gamma = wttm_weight, gamma
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         return {"wttm": self.wttm_weight * losses.wttm(fs.logits, ft.logits, self.gamma)}
 
 
@@ -423,7 +457,7 @@ class DIST(Distillation):
         super().__init__(ce_weight)
         self.dist_weight, self.beta, self.gamma, self.tau = dist_weight, beta, gamma, tau
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         return {"dist": self.dist_weight * losses.dist(fs.logits, ft.logits, self.beta, self.gamma, self.tau)}
 
 
@@ -461,13 +495,13 @@ class SDD(Distillation):
         # plain references, not submodules: the student's head is trained as the student's
         self._classifiers = (info.classifier_s, info.classifier_t)
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         classifier_s, classifier_t = self._classifiers
         patch_s = losses.patch_logits(fs.final_map, classifier_s, self.scales)
         with torch.no_grad():
             patch_t = losses.patch_logits(ft.final_map, classifier_t, self.scales)
         loss = losses.sdd(patch_s, patch_t, batch.labels, self.base, self.complementary_weight, **self.base_hparams)
-        return {"sdd": self.sdd_weight * self.warmup(epoch) * loss}
+        return {"sdd": self.sdd_weight * self.warmup(step) * loss}
 
 
 class SDKD(SDD):
@@ -487,7 +521,7 @@ class SDKD(SDD):
 
 
 class SDDKD(SDD):
-    """SD-DKD (chapter 1 "SDD"): ``CE + min(epoch/20, 1)·sdd(base=dkd, α=1, β, T=4)``.
+    """SD-DKD (chapter 1 "SDD"): ``CE + w·sdd(base=dkd, α=1, β, T=4)``, ``w`` the warm-up.
 
     β is per pair (:func:`for_pair`, DKD's). Paper vs code: the code warms up for 20 epochs,
     the paper says 30 (``warmup_epochs=30``). See :class:`SDD` for ``scales`` and ``grad_clip``.
@@ -504,7 +538,7 @@ class SDDKD(SDD):
 
 
 class SDNKD(SDD):
-    """SD-NKD (chapter 1 "SDD"): ``CE + min(epoch/20, 1)·sdd(base=nkd, γ, T=4)``, as the SDD code runs it.
+    """SD-NKD (chapter 1 "SDD"): ``CE + w·sdd(base=nkd, γ, T=4)``, ``w`` the warm-up, as the SDD code runs it.
 
     Paper vs code: the code reads NKD's hyperparameters from its DKD section (T=4, γ = DKD's
     β: 8, or 6/2 per pair via :func:`for_pair`) and its NKD mask bug keeps the target class
@@ -554,7 +588,7 @@ class CD(Distillation):
         s, t = align_stages(info.feats_s.stages, info.feats_t.stages, self.stage_align)
         self.connectors = nn.ModuleList(losses.CDConnector(a.shape[1], b.shape[1]) for a, b in zip(s, t))
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         s, t = align_stages(fs.stages, ft.stages, self.stage_align)
         mapped = [connector(f) for connector, f in zip(self.connectors, s)]
         return {"cd": self.cd_weight * losses.cd(mapped, t)}
@@ -577,15 +611,17 @@ class EDT(Combo):
         super().__init__(parts, ce_weight)
         self.off_epochs, self.cd_decay, self.cd_milestones = off_epochs, cd_decay, tuple(cd_milestones)
 
-    def schedule(self, epoch: int) -> dict[str, float]:
-        """The factor of each term in ``epoch`` (from 1)."""
-        on = float(epoch > self.scaled(self.off_epochs))
-        decay = self.cd_decay ** sum(epoch >= self.scaled(m) for m in self.cd_milestones)
+    def schedule(self, step: int) -> dict[str, float]:
+        """The factor of each term at optimizer step ``step`` (from 1). The code's epoch rules
+        ``epoch > 60`` (terms on) and ``epoch >= m`` (decay) become "after the first 60 epochs"
+        and "from the start of epoch m", i.e. after ``m - 1`` epochs, as fractions of the run."""
+        on = float(step > self.span(self.off_epochs))
+        decay = self.cd_decay ** sum(step > self.span(m - 1) for m in self.cd_milestones)
         return {term: decay if term == "cd" else on for term in self.terms}
 
-    def forward(self, batch, fs, ft, epoch):
-        factors = self.schedule(epoch)
-        return {k: factors[k] * v for k, v in super().forward(batch, fs, ft, epoch).items()}
+    def forward(self, batch, fs, ft, step):
+        factors = self.schedule(step)
+        return {k: factors[k] * v for k, v in super().forward(batch, fs, ft, step).items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -614,7 +650,7 @@ class FitNet(Distillation):
         except ValueError as e:
             raise self.incompatible(info, str(e)) from e
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         f_s, f_t = fs.feats()[self.hint_layer], ft.feats()[self.hint_layer]
         return {"hint": self.hint_weight * losses.hint(self.regressor(f_s), f_t)}
 
@@ -631,7 +667,7 @@ class AT(Distillation):
         _check_choice("stage_align", stage_align, STAGE_ALIGN)
         self.at_weight, self.p, self.stage_align = at_weight, p, stage_align
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         s, t = align_stages(fs.stages, ft.stages, self.stage_align)
         return {"at": self.at_weight * sum(losses.at(s, t, p=self.p))}
 
@@ -647,7 +683,7 @@ class NST(Distillation):
         _check_choice("stage_align", stage_align, STAGE_ALIGN)
         self.nst_weight, self.stage_align = nst_weight, stage_align
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         return {"nst": self.nst_weight * sum(losses.nst(*align_stages(fs.stages, ft.stages, self.stage_align)))}
 
 
@@ -671,7 +707,7 @@ class VID(Distillation):
         s, t = align_stages(info.feats_s.stages, info.feats_t.stages, self.stage_align)
         self.vid = losses.VID([f.shape[1] for f in s], [f.shape[1] for f in t], self.init_var)
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         return {"vid": self.vid_weight * sum(self.vid(*align_stages(fs.stages, ft.stages, self.stage_align)))}
 
 
@@ -685,7 +721,7 @@ class SP(Distillation):
         super().__init__(ce_weight)
         self.sp_weight = sp_weight
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         return {"sp": self.sp_weight * losses.sp(fs.feats()[-2], ft.feats()[-2])}
 
 
@@ -708,7 +744,7 @@ class CC(Distillation):
         self.embed_s = nn.Linear(info.feats_s.pooled.shape[1], self.feat_dim)
         self.embed_t = nn.Linear(info.feats_t.pooled.shape[1], self.feat_dim)
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         return {"cc": self.cc_weight * losses.cc(self.embed_s(fs.pooled), self.embed_t(ft.pooled.detach()))}
 
 
@@ -722,7 +758,7 @@ class RKD(Distillation):
         super().__init__(ce_weight)
         self.rkd_weight, self.w_d, self.w_a = rkd_weight, w_d, w_a
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         return {"rkd": self.rkd_weight * losses.rkd(fs.pooled, ft.pooled, self.w_d, self.w_a)}
 
 
@@ -739,7 +775,7 @@ class PKT(Distillation):
         super().__init__(ce_weight)
         self.pkt_weight = pkt_weight
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         return {"pkt": self.pkt_weight * losses.pkt(fs.pooled, ft.pooled)}
 
 
@@ -769,7 +805,7 @@ class _TwoStage(Distillation):
         params = self.init_parameters(model)
         for p in params:
             p.requires_grad_(True)
-        return InitStage(self.scaled(self.init_epochs), params, self.init_loss, lr=self.init_lr,
+        return InitStage(self.span(self.init_epochs), params, self.init_loss, lr=self.init_lr,
                          needs_student=self.init_needs_student)
 
 
@@ -878,7 +914,7 @@ class FT(_TwoStage):
         f_t = ft.stages[-1].float()
         return {"reconstruction": F.mse_loss(self.paraphraser(f_t)[1], f_t)}
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         with torch.no_grad():
             factor_t = self.paraphraser.factor(ft.stages[-1])
         return {"ft": self.ft_weight * losses.ft(self.translator(fs.stages[-1]), factor_t, self.p)}
@@ -912,7 +948,7 @@ class CRD(Distillation):
         except ValueError as e:
             raise ValueError(f"method {self.name!r}: {e}; lower nce_k") from e
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         return {"crd": self.crd_weight * self.crd(fs.pooled, ft.pooled, batch.indices)}
 
 
@@ -937,7 +973,7 @@ class DCD(Distillation):
         self.dcd = losses.DCD(info.feats_s.pooled.shape[1], info.feats_t.pooled.shape[1], self.feat_dim,
                               self.alpha, self.tau, self.max_tau)
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         return {"dcd": self.dcd_weight * self.dcd(fs.pooled, ft.pooled)}
 
 
@@ -966,7 +1002,7 @@ class RRD(Distillation):
                               self.nce_k, self.tau_s, self.tau_t, self.enqueue)
         self.rrd.embed_t.requires_grad_(False)
 
-    def distill(self, batch, fs, ft, epoch):
+    def distill(self, batch, fs, ft, step):
         return {"rrd": self.rrd_weight * self.rrd(fs.pooled, ft.pooled)}
 
 
@@ -1003,14 +1039,14 @@ class SSKD(Distillation):
 
     def init_stage(self, model):
         self.head_t.requires_grad_(True)
-        return InitStage(self.scaled(self.head_epochs), list(self.head_t.parameters()), self._head_loss,
-                         lr=self.head_lr, milestones=tuple(self.scaled(m) for m in self.head_milestones),
+        return InitStage(self.span(self.head_epochs), list(self.head_t.parameters()), self._head_loss,
+                         lr=self.head_lr, milestones=tuple(self.span(m) for m in self.head_milestones),
                          needs_student=False)
 
     def _head_loss(self, batch, fs, ft):
         return {"ss_head": losses.sskd_head_loss(self.head_t(ft.pooled))}
 
-    def forward(self, batch, fs, ft, epoch):
+    def forward(self, batch, fs, ft, step):
         with torch.no_grad():
             proj_t = self.head_t(ft.pooled)
         t = losses.sskd(fs.logits, ft.logits, self.head_s(fs.pooled), proj_t, batch.labels, **self.hparams)
@@ -1020,24 +1056,20 @@ class SSKD(Distillation):
 # ---------------------------------------------------------------------------------------------
 # Registry
 
-_METHODS: dict[str, Callable[..., Method]] = {cls.name: cls for cls in (
-    Method, KD, DKD, NKD, SDKD, SDDKD, SDNKD, CD, GKD, FitNet, AT, SP, CC, VID, RKD, PKT, AB, FT, FSP, NST,
-    CRD, DCD, RRD, SSKD, TTM, WTTM, DIST)}
-_METHODS.update({
-    "cd+gkd": combo("cd+gkd", "CD + GKD with constant weights, CIFAR 'cd.ce.kdv2' (chapter 2 \"CD\").",
-                    {"cd": (CD, {}), "gkd": (GKD, {})}),
-    "cd+gkd+edt": combo("cd+gkd+edt", "CD + GKD under the Early Decay Teacher schedule, CD's CIFAR default "
-                        "(chapter 2 \"CD\"); see :class:`EDT`.", {"cd": (CD, {}), "gkd": (GKD, {})}, EDT),
-    "crd+kd": combo("crd+kd", "CE + KD (weight 1) + 0.8·CRD (chapter 0 \"Foundations\").",
-                    {"crd": (CRD, {}), "kd": (KD, {"kd_weight": 1.0})}),
-    "dcd+kd": combo("dcd+kd", "CE + KD (weight 1) + DCD (chapter 3 \"DCD and RRD\").",
-                    {"dcd": (DCD, {}), "kd": (KD, {"kd_weight": 1.0})}),
-    "rrd+kd": combo("rrd+kd", "CE + KD (weight 1) + RRD (chapter 3 \"DCD and RRD\").",
-                    {"rrd": (RRD, {}), "kd": (KD, {"kd_weight": 1.0})}),
-    "wttm+crd": combo("wttm+crd", "CE + WTTM + 0.8·CRD (chapter 5 \"TTM and WTTM\"); defaults are the "
-                      "README's vgg13→vgg8 example (γ=0.2, β=4), per pair via for_pair.",
-                      {"wttm": (WTTM, {"gamma": 0.2, "wttm_weight": 4.0}), "crd": (CRD, {})}),
-})
+_register("vanilla", Method)
+combo("cd+gkd", "CD + GKD with constant weights, CIFAR 'cd.ce.kdv2' (chapter 2 \"CD\").",
+      {"cd": (CD, {}), "gkd": (GKD, {})})
+combo("cd+gkd+edt", "CD + GKD under the Early Decay Teacher schedule, CD's CIFAR default "
+      "(chapter 2 \"CD\"); see :class:`EDT`.", {"cd": (CD, {}), "gkd": (GKD, {})}, EDT)
+combo("crd+kd", "CE + KD (weight 1) + 0.8·CRD (chapter 0 \"Foundations\").",
+      {"crd": (CRD, {}), "kd": (KD, {"kd_weight": 1.0})})
+combo("dcd+kd", "CE + KD (weight 1) + DCD (chapter 3 \"DCD and RRD\").",
+      {"dcd": (DCD, {}), "kd": (KD, {"kd_weight": 1.0})})
+combo("rrd+kd", "CE + KD (weight 1) + RRD (chapter 3 \"DCD and RRD\").",
+      {"rrd": (RRD, {}), "kd": (KD, {"kd_weight": 1.0})})
+combo("wttm+crd", "CE + WTTM + 0.8·CRD (chapter 5 \"TTM and WTTM\"); defaults are the "
+      "README's vgg13→vgg8 example (γ=0.2, β=4), per pair via for_pair.",
+      {"wttm": (WTTM, {"gamma": 0.2, "wttm_weight": 4.0}), "crd": (CRD, {})})
 
 # reported.pair_hparams names -> constructor names
 _PAIR_PARAMS = {
@@ -1070,21 +1102,54 @@ def defaults(name: str) -> dict:
 def create(name: str, **overrides) -> Method:
     """Build a method by name with its paper defaults, overridden by keyword arguments.
 
+    Each value is checked against its default's type and stored in that type (``T=2`` is
+    ``T=2.0``, a list of scales a tuple), so that one setting always gives one record key.
+    ``method.config`` is what a run record is keyed by: the name, every hyperparameter but
+    those of ``key_neutral`` at their neutral value, and ``"schedule": "steps"`` for methods
+    with a warm-up, a phase or an init stage (their epoch counts run in optimizer steps).
+
     Raises:
-        ValueError: unknown method name, or a hyperparameter the method does not have (the
-            message lists the valid ones).
+        ValueError: unknown method name, a hyperparameter the method does not have (the
+            message lists the valid ones), or a value of the wrong type.
     """
-    signature = inspect.signature(_constructor(name))
+    constructor = _constructor(name)
+    signature = inspect.signature(constructor)
     valid = list(signature.parameters)
     bad = sorted(set(overrides) - set(valid))
     if bad:
         raise ValueError(f"method {name!r} has no hyperparameter {', '.join(map(repr, bad))}; "
                          f"valid: {', '.join(valid) or '(none)'}")
+    overrides = {k: _coerce(name, k, v, signature.parameters[k].default) for k, v in overrides.items()}
     bound = signature.bind(**overrides)
     bound.apply_defaults()
-    method = _METHODS[name](**overrides)
-    method.config = {"name": name, **bound.arguments}  # what a run record is keyed by
+    method = constructor(**overrides)
+    neutral = getattr(constructor, "key_neutral", {})
+    config = {"name": name, **{k: v for k, v in bound.arguments.items() if k not in neutral or v != neutral[k]}}
+    if any(v for k, v in bound.arguments.items() if k.endswith(("_epochs", "_milestones"))):
+        config["schedule"] = "steps"
+    method.config = config
     return method
+
+
+def _coerce(method: str, name: str, value, default):
+    """``value`` in the type of ``default`` (int → float, list → tuple), or a ValueError naming
+    the method, the hyperparameter and what it expects."""
+    def fail(expected: str):
+        raise ValueError(f"method {method!r}: hyperparameter {name}={value!r} has the wrong type; expected {expected}")
+
+    if default is None or value is None:
+        return value  # optional settings (grad_clip=None switches clipping off)
+    if isinstance(default, bool):
+        return value if isinstance(value, bool) else fail("True or False")
+    if isinstance(default, float):
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else fail("a number")
+    if isinstance(default, int):
+        return value if isinstance(value, int) and not isinstance(value, bool) else fail("an int")
+    if isinstance(default, str):
+        return value if isinstance(value, str) else fail("a string")
+    if isinstance(default, tuple):
+        return tuple(value) if isinstance(value, (list, tuple)) else fail("a list or tuple")
+    return value
 
 
 def for_pair(name: str, teacher: str, student: str, dataset: str = "cifar100", **overrides) -> Method:

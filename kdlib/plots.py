@@ -15,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
+from . import results
 from .chapter import headless
 
 
@@ -28,13 +29,16 @@ def style() -> None:
 def runs_frame(records: list[dict]) -> pd.DataFrame:
     """One row per run: ``label``, ``pair``, ``method``, ``seed``, ``last_acc``, ``best_acc``,
     ``best_epoch``, ``wall_time`` and ``images_per_s`` (of the group trained together),
-    ``student_time`` (s) and ``student_images_per_s`` (this student's own steps)."""
+    ``student_time`` (s) and ``student_images_per_s`` (this student's own steps), and its
+    health: ``trained`` and ``diagnosis`` (:func:`kdlib.results.health`, against the vanilla
+    student of the same seed where ``records`` hold it)."""
     return pd.DataFrame([{"label": r.get("label", r["config"]["method"]["name"]), "pair": r.get("pair"),
                           "method": r["config"]["method"]["name"], "seed": r["config"]["seed"],
                           "last_acc": r["last_acc"], "best_acc": r["best_acc"], "best_epoch": r["best_epoch"],
                           "wall_time": r["wall_time"], "images_per_s": r["images_per_s"],
-                          "student_time": r["student_time"], "student_images_per_s": r["student_images_per_s"]}
-                         for r in records])
+                          "student_time": r["student_time"], "student_images_per_s": r["student_images_per_s"],
+                          "trained": r["health"]["trained"], "diagnosis": r["health"]["diagnosis"]}
+                         for r in results.with_health(records)])
 
 
 def curves_frame(records: list[dict]) -> pd.DataFrame:

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import pandas as pd
 import torch
 
-from .io import atomic_write_json
+from .io import atomic_write_json, decode_ints
 
 DEFAULT_DIR = Path("results")
 
@@ -71,11 +73,15 @@ class Store:
 
         Args:
             config: the resolved config (what was run).
-            summary: the trainer's summary (history, last/best accuracy, timing).
+            summary: the trainer's summary (history, last/best accuracy, timing, predictions).
             device: where it ran.
+
+        The record gets its own :func:`health` (the checks that need no other run).
         """
         record = {"key": config_key(config), "config": config, **summary, "device": device,
                   "env": environment(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if "last_acc" in record:  # a training run (cost measurements are records too)
+            record["health"] = health(record)
         atomic_write_json(self.path(config), record)
         return record
 
@@ -97,6 +103,83 @@ def _get(d: dict, dotted: str):
         d = d[part]
     return d
 
+
+# ---------------------------------------------------------------------------------------------
+# What a record says about itself
+
+BELOW_VANILLA = 5.0   # points below the same seed's vanilla student at which a run counts as failed
+NEAR_CHANCE = 2.0     # a last accuracy under this multiple of chance (100/K %) never learned
+STUCK_CE = 0.95       # a last-epoch cross-entropy above this fraction of ln K never left the uniform guess
+
+_CLASSES = {"fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+
+
+def num_classes(record: dict) -> int | None:
+    """K of the record's dataset (stored in records since predictions were added; derived from
+    the data config for older ones), or ``None`` when the record does not say."""
+    if "num_classes" in record:
+        return int(record["num_classes"])
+    data = record.get("config", {}).get("data") or {}
+    return int(data["num_classes"]) if "num_classes" in data else _CLASSES.get(data.get("name"))
+
+
+def health(record: dict, vanilla: dict | None = None) -> dict:
+    """Whether a run trained, and if not, why (chapter 0, "how the book judges").
+
+    A run failed when its last accuracy is not finite, is under ``NEAR_CHANCE`` × chance,
+    its last-epoch cross-entropy (divided by its weight) stays above ``STUCK_CE``·ln K, or,
+    given the vanilla student of the same pair and seed, it ends more than
+    ``BELOW_VANILLA`` points below it. Failed runs are shown with their diagnosis and never
+    enter orderings, ranks, fronts or verdicts.
+
+    Args:
+        record: a student (or teacher) run record.
+        vanilla: the record of the vanilla student with the same pair, data and seed, if any.
+
+    Returns:
+        ``{"trained": bool, "diagnosis": str}`` (an empty diagnosis for a healthy run).
+    """
+    k = num_classes(record)
+    acc = record["last_acc"]
+    why = []
+    if not math.isfinite(acc):
+        why.append(f"last accuracy is {acc}")
+    elif k and acc < NEAR_CHANCE * 100.0 / k:
+        why.append(f"near chance: {acc:.1f}% (chance {100.0 / k:.0f}%)")
+    method = record.get("config", {}).get("method")
+    weight = method.get("ce_weight", 1.0) if isinstance(method, dict) else 1.0
+    ce = record["history"][-1].get("terms", {}).get("ce") if record.get("history") else None
+    if k and ce is not None and weight and ce / weight > STUCK_CE * math.log(k):
+        why.append(f"cross-entropy stuck at {ce / weight:.2f} ≈ ln {k} = {math.log(k):.2f}")
+    if vanilla is not None and vanilla is not record and math.isfinite(acc) \
+            and acc < vanilla["last_acc"] - BELOW_VANILLA:
+        why.append(f"{vanilla['last_acc'] - acc:.1f} points below the vanilla student of its seed "
+                   f"({vanilla['last_acc']:.1f}%)")
+    return {"trained": not why, "diagnosis": "; ".join(why)}
+
+
+def with_health(records: list[dict]) -> list[dict]:
+    """Copies of ``records`` with ``health`` set from all checks, the vanilla student of the
+    same teacher, student, data, recipe and seed being looked up among ``records``."""
+    def context(r):
+        c = r["config"]
+        return json.dumps([c.get("teacher"), c.get("student"), c.get("data"), c.get("recipe"), c.get("seed"),
+                           c.get("profile"), c.get("amp")], sort_keys=True, default=str)
+
+    vanillas = {context(r): r for r in records if r["config"]["method"]["name"] == "vanilla"}
+    return [{**r, "health": health(r, vanillas.get(context(r)))} for r in records]
+
+
+def predictions(record: dict) -> np.ndarray:
+    """The predicted class of every test image at the last epoch, int64 ``(N,)`` in the test
+    split's order (records written before predictions were stored raise ``KeyError``)."""
+    if record.get("predictions") is None:
+        raise KeyError(f"record {record.get('key')} holds no predictions (recorded before they were stored)")
+    return decode_ints(record["predictions"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Train or load, and tables
 
 def train_or_load(configs: list[dict], train: Callable[[list[dict]], list[dict]], store: Store,
                   force: bool = False) -> list[dict]:

@@ -78,7 +78,7 @@ def get(arch: str, profile: Profile, *, data_root=None, results_dir="results", d
     torch.manual_seed(config["seed"])
     model = create_model(arch, num_classes=dataset.num_classes, in_channels=dataset.in_channels)
     resume = Path(results_dir).parent / "checkpoints" / f"teacher-{results.config_key(config)}.pt"
-    summary = fit(model, dataset, profile.teacher_recipe(), arch=arch, seed=config["seed"],
+    summary = fit(model, dataset, profile.teacher_recipe(), seed=config["seed"],
                   options=Options(device=device, amp=profile.amp, checkpoint=resume, resume=True, progress=progress))
     save_checkpoint(ckpt, {"model": {k: v.cpu() for k, v in model.state_dict().items()},
                            "accuracy": summary["last_acc"], "epoch": profile.teacher_epochs})

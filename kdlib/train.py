@@ -26,16 +26,17 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .data import Dataset, DeviceLoader
-from .io import CheckpointError, load_checkpoint, save_checkpoint
+from .io import CheckpointError, encode_ints, load_checkpoint, save_checkpoint
 from .methods import Batch, Method, SetupInfo
-from .models import Features
+from .models import Features, arch_of
 
 LOW_LR_ARCHS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
 
 
-def step_factor(epoch: int, milestones, gamma: float) -> float:
-    """RepDistiller's step decay: ``gamma^(number of milestones m with epoch > m)``, epochs from 1."""
-    return gamma ** sum(epoch > m for m in milestones)
+def step_factor(t: int, milestones, gamma: float) -> float:
+    """RepDistiller's step decay: ``gamma^(number of milestones m with t > m)``, ``t`` from 1
+    (epochs of a recipe, steps of an init stage)."""
+    return gamma ** sum(t > m for m in milestones)
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,10 @@ class Recipe:
     milestones: tuple[int, ...] = (150, 180, 210)
     gamma: float = 0.1
 
-    def lr_for(self, arch: str | None) -> float:
-        """Base learning rate for a network of this architecture name."""
-        return self.low_lr if arch in LOW_LR_ARCHS else self.lr
+    def lr_for(self, model: nn.Module) -> float:
+        """Base learning rate of ``model``: ``low_lr`` for the zoo's MobileNetV2 and ShuffleNets
+        (the architecture is read from the model itself, see :func:`kdlib.models.arch_of`)."""
+        return self.low_lr if arch_of(model) in LOW_LR_ARCHS else self.lr
 
     def lr_factor(self, epoch: int) -> float:
         """Multiplier of the base learning rate in ``epoch`` (1-based)."""
@@ -86,19 +88,19 @@ class Student:
 
     Attributes:
         name: key in the results (e.g. ``"kd"``).
-        model: the student network.
+        model: the student network (a zoo model knows its architecture, which picks the low
+            learning rate of MobileNetV2/ShuffleNets).
         method: a :class:`~kdlib.methods.Method` (``vanilla`` for plain training).
-        arch: architecture name (chooses the low learning rate for MobileNetV2/ShuffleNets).
     """
 
     name: str
     model: nn.Module
     method: Method
-    arch: str | None = None
     optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
     step_module: nn.Module | None = field(default=None, repr=False)
     rng: dict | None = field(default=None, repr=False)
     history: list[dict] = field(default_factory=list)
+    predictions: dict | None = field(default=None, repr=False)  # last epoch's, encoded (kdlib.io.encode_ints)
 
 
 @dataclass
@@ -149,27 +151,26 @@ def resolve_device(device: str | torch.device) -> torch.device:
 # ---------------------------------------------------------------------------------------------
 # Public entry points
 
-def fit(model: nn.Module, dataset: Dataset, recipe: Recipe, *, arch: str | None = None,
-        seed: int = 0, options: Options | None = None) -> dict:
+def fit(model: nn.Module, dataset: Dataset, recipe: Recipe, *, seed: int = 0,
+        options: Options | None = None) -> dict:
     """Train a network from scratch with cross-entropy (teachers, vanilla students).
 
     Returns the run summary of :func:`distill_many` for this network.
     """
     from .methods import create
-    return distill_many([Student("vanilla", model, create("vanilla"), arch)], None, dataset, recipe,
+    return distill_many([Student("vanilla", model, create("vanilla"))], None, dataset, recipe,
                         seed=seed, options=options)["vanilla"]
 
 
 def distill(student: nn.Module, teacher: nn.Module, method: Method, dataset: Dataset, recipe: Recipe, *,
-            arch: str | None = None, teacher_arch: str | None = None, seed: int = 0,
-            options: Options | None = None) -> dict:
+            seed: int = 0, options: Options | None = None) -> dict:
     """Distil ``teacher`` into ``student`` with ``method``; returns the run summary."""
-    return distill_many([Student("student", student, method, arch)], teacher, dataset, recipe,
-                        teacher_arch=teacher_arch, seed=seed, options=options)["student"]
+    return distill_many([Student("student", student, method)], teacher, dataset, recipe,
+                        seed=seed, options=options)["student"]
 
 
 def distill_many(students: list[Student], teacher: nn.Module | None, dataset: Dataset, recipe: Recipe, *,
-                 teacher_arch: str | None = None, seed: int = 0, options: Options | None = None) -> dict[str, dict]:
+                 seed: int = 0, options: Options | None = None) -> dict[str, dict]:
     """Train several students on identical batches with one teacher forward per step.
 
     Each student has its own method, optimizer and learning-rate rule; all see the same
@@ -182,7 +183,9 @@ def distill_many(students: list[Student], teacher: nn.Module | None, dataset: Da
     Returns:
         ``{student name: summary}``; a summary holds ``history`` (per epoch: ``epoch``,
         ``lr``, ``test_acc`` in %, mean loss ``terms``, ``seconds``, ``images_per_s``),
-        ``last_acc``, ``best_acc``, ``best_epoch``, ``wall_time`` (s) and ``images_per_s``.
+        ``last_acc``, ``best_acc``, ``best_epoch``, ``wall_time`` (s), ``images_per_s``,
+        ``num_classes`` and ``predictions``: the last epoch's predicted class of every test
+        image, encoded (:func:`kdlib.results.predictions` decodes it).
     """
     opts = options or Options()
     groups: dict[tuple, list[Student]] = {}
@@ -193,7 +196,7 @@ def distill_many(students: list[Student], teacher: nn.Module | None, dataset: Da
         ckpt = opts.checkpoint
         if ckpt and len(groups) > 1:
             ckpt = Path(ckpt).with_name(f"{Path(ckpt).stem}.group{i}{Path(ckpt).suffix}")
-        out.update(_Run(group, teacher, teacher_arch, dataset, recipe, seed, replace(opts, checkpoint=ckpt)).train())
+        out.update(_Run(group, teacher, dataset, recipe, seed, replace(opts, checkpoint=ckpt)).train())
     return {s.name: out[s.name] for s in students}
 
 
@@ -201,7 +204,7 @@ def distill_many(students: list[Student], teacher: nn.Module | None, dataset: Da
 # The run
 
 class _Run:
-    def __init__(self, students, teacher, teacher_arch, dataset, recipe, seed, opts: Options):
+    def __init__(self, students, teacher, dataset, recipe, seed, opts: Options):
         names = [s.name for s in students]
         if len(set(names)) != len(names):
             raise ValueError(f"student names must be unique, got {names}")
@@ -209,7 +212,7 @@ class _Run:
         self.teacher_train_mode = students[0].method.teacher_train_mode
         if self.teacher_train_mode and teacher is not None:
             teacher = copy.deepcopy(teacher)
-        self.students, self.teacher, self.teacher_arch = students, teacher, teacher_arch
+        self.students, self.teacher = students, teacher
         self.dataset, self.recipe = dataset, recipe
         self.seed, self.opts = seed, opts
         self.device = resolve_device(opts.device)
@@ -245,17 +248,17 @@ class _Run:
             with torch.no_grad():
                 fs = s.model.eval().forward_features(probe, preact=self.preact)
             s.method.setup(SetupInfo(fs, ft, self.dataset.num_classes, self.dataset.train.labels.to(self.device),
-                                     self.recipe.epochs, lr=self.recipe.lr_for(s.arch),
-                                     classifier_s=s.model.classifier,
+                                     steps=self.recipe.epochs * len(self.loader), steps_per_epoch=len(self.loader),
+                                     lr=self.recipe.lr_for(s.model), classifier_s=s.model.classifier,
                                      classifier_t=self.teacher.classifier if self.teacher is not None else None,
-                                     arch_s=s.arch, arch_t=self.teacher_arch))
+                                     arch_s=arch_of(s.model), arch_t=arch_of(self.teacher)))
             s.method.to(self.device)
             s.step_module = _StepModule(s.model, s.method)
             if self.world > 1:
                 s.step_module = nn.parallel.DistributedDataParallel(s.step_module, find_unused_parameters=True,
                                                                     broadcast_buffers=False)
             params = [p for p in s.step_module.parameters() if p.requires_grad]
-            s.optimizer = torch.optim.SGD(params, lr=self.recipe.lr_for(s.arch), momentum=self.recipe.momentum,
+            s.optimizer = torch.optim.SGD(params, lr=self.recipe.lr_for(s.model), momentum=self.recipe.momentum,
                                           weight_decay=self.recipe.weight_decay,
                                           fused=self.device.type in ("cuda", "cpu"))
             if self.opts.compile:
@@ -266,7 +269,8 @@ class _Run:
     def _state(self, epoch: int) -> dict:
         return {"epoch": epoch,
                 "students": {s.name: {"model": s.model.state_dict(), "method": s.method.state_dict(),
-                                      "optimizer": s.optimizer.state_dict(), "history": s.history, "rng": s.rng}
+                                      "optimizer": s.optimizer.state_dict(), "history": s.history, "rng": s.rng,
+                                      "predictions": s.predictions}
                              for s in self.students},
                 "teacher": self.teacher.state_dict() if self.teacher_train_mode and self.teacher is not None else None}
 
@@ -289,6 +293,7 @@ class _Run:
             s.optimizer.load_state_dict(st["optimizer"])
             s.history = list(st["history"])
             s.rng = {k: v.cpu() for k, v in st["rng"].items()}
+            s.predictions = st.get("predictions")
         if state.get("teacher") is not None:
             self.teacher.load_state_dict(state["teacher"])
         self.start_epoch = state["epoch"] + 1
@@ -314,7 +319,8 @@ class _Run:
                 self._save(epoch)
             for cb in self.opts.callbacks:
                 cb(epoch, metrics)
-        return {s.name: summarize(s.history) for s in self.students}
+        return {s.name: {**summarize(s.history), "num_classes": self.dataset.num_classes,
+                         "predictions": s.predictions} for s in self.students}
 
     def _init_stage(self, s: Student) -> None:
         """Run the method's pre-training stage with its own optimizer (epochs -1, -2, ... of the loader)."""
@@ -323,30 +329,37 @@ class _Run:
 
     def _run_init_stage(self, s: Student) -> None:
         stage = s.method.init_stage(s.model)
-        if stage is None or stage.epochs == 0:
+        if stage is None or stage.steps == 0:
             return
         opt = torch.optim.SGD(stage.parameters, lr=stage.lr, momentum=self.recipe.momentum,
                               weight_decay=self.recipe.weight_decay)
         s.model.train()
-        for e in _progress(range(1, stage.epochs + 1), self.opts.progress and self.rank == 0, desc=f"{s.name} init"):
+        bar = _progress(range(1, stage.steps + 1), self.opts.progress and self.rank == 0, desc=f"{s.name} init")
+        for step, (images, labels, idx) in zip(bar, self._init_batches()):
             for group in opt.param_groups:
-                group["lr"] = stage.lr * step_factor(e, stage.milestones, stage.gamma)
-            for step, (images, labels, idx) in enumerate(self.loader.iter_epoch(-e)):
-                ft = self._teacher_forward(images)
-                with self._autocast():
-                    fs = s.model.forward_features(images, preact=self.preact) if stage.needs_student else None
-                    terms = stage.loss(Batch(images, labels, idx), fs, ft)
-                stats = _TermStats()
-                stats.add(terms, step)
-                stats.raise_if_nonfinite(f"{s.name} (init stage)", e)
-                opt.zero_grad(set_to_none=True)
-                sum(terms.values()).backward()
-                opt.step()
+                group["lr"] = stage.lr * step_factor(step, stage.milestones, stage.gamma)
+            ft = self._teacher_forward(images)
+            with self._autocast():
+                fs = s.model.forward_features(images, preact=self.preact) if stage.needs_student else None
+                terms = stage.loss(Batch(images, labels, idx), fs, ft)
+            stats = _TermStats()
+            stats.add(terms, step)
+            stats.raise_if_nonfinite(f"{s.name} (init stage)", 1 + (step - 1) // len(self.loader))
+            opt.zero_grad(set_to_none=True)
+            sum(terms.values()).backward()
+            opt.step()
+
+    def _init_batches(self):
+        """Batches of loader epochs -1, -2, ... (the main run's epochs count from 1)."""
+        epoch = 0
+        while True:
+            epoch -= 1
+            yield from self.loader.iter_epoch(epoch)
 
     def _epoch(self, epoch: int) -> dict[str, dict]:
         for s in self.students:
             for group in s.optimizer.param_groups:
-                group["lr"] = self.recipe.lr_for(s.arch) * self.recipe.lr_factor(epoch)
+                group["lr"] = self.recipe.lr_for(s.model) * self.recipe.lr_factor(epoch)
             s.model.train()
             s.method.train()
         stats = [_TermStats() for _ in self.students]
@@ -355,12 +368,13 @@ class _Run:
         n_images, t0 = 0, time.perf_counter()
         steps = _progress(self.loader.iter_epoch(epoch), self.opts.progress and self.rank == 0,
                           desc=f"epoch {epoch}", total=len(self.loader), leave=False)
+        first_step = (epoch - 1) * len(self.loader) + 1  # global optimizer steps count from 1
         for step, (images, labels, idx) in enumerate(steps):
             batch = Batch(images, labels, idx)
             ft = self._teacher_forward(images)
             for s, st, clock in zip(self.students, stats, clocks):
                 with clock, _own_rng(s, self.device):
-                    terms = self._student_step(s, batch, ft, epoch)
+                    terms = self._student_step(s, batch, ft, first_step + step)
                 st.add(terms, step)
                 if check_each_step:
                     st.raise_if_nonfinite(s.name, epoch)
@@ -384,9 +398,9 @@ class _Run:
         with torch.no_grad(), self._autocast():
             return self.teacher.forward_features(images, preact=self.preact)
 
-    def _student_step(self, s: Student, batch: Batch, ft, epoch: int) -> dict[str, Tensor]:
+    def _student_step(self, s: Student, batch: Batch, ft, step: int) -> dict[str, Tensor]:
         with self._autocast():
-            terms = s.step_module(batch, ft, epoch, self.preact)
+            terms = s.step_module(batch, ft, step, self.preact)
         loss = sum(terms.values())
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -398,12 +412,16 @@ class _Run:
     def _finish_epoch(self, epoch, stats, clocks, n_steps, seconds, n_images) -> dict[str, dict]:
         out = {}
         for s, st, clock in zip(self.students, stats, clocks):
+            _check_finite_weights(s, epoch)
+            preds = predict(s.model, self.test_loader, self.amp)
             metrics = {"epoch": epoch, "lr": s.optimizer.param_groups[0]["lr"],
-                       "test_acc": evaluate(s.model, self.test_loader, self.amp),
+                       "test_acc": accuracy(preds, self.test_loader.labels),
                        "terms": {k: float(v) / n_steps for k, v in st.sums.items()},
                        "seconds": seconds, "images_per_s": n_images / seconds,
                        "student_seconds": clock.seconds()}
             s.history.append(metrics)
+            if epoch == self.recipe.epochs:
+                s.predictions = encode_ints(preds)
             out[s.name] = metrics
         return out
 
@@ -461,6 +479,14 @@ class _TermStats:
                                          f"step {int(v)}; the run stopped and its last checkpoint is kept")
 
 
+def _check_finite_weights(s: Student, epoch: int) -> None:
+    """Stop before a student whose weights hold NaN/Inf is evaluated, checkpointed or recorded."""
+    bad = [name for name, p in s.model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise NonFiniteLossError(f"student {s.name!r}: weights became NaN/Inf in epoch {epoch} ({', '.join(bad[:3])}"
+                                 f"{' ...' if len(bad) > 3 else ''}); the run stopped and its last checkpoint is kept")
+
+
 class _StepModule(nn.Module):
     """Student + method as one module, so DDP sees every trainable parameter of a student."""
 
@@ -468,23 +494,32 @@ class _StepModule(nn.Module):
         super().__init__()
         self.model, self.method = model, method
 
-    def forward(self, batch: Batch, ft: Features | None, epoch: int, preact: bool) -> dict[str, Tensor]:
+    def forward(self, batch: Batch, ft: Features | None, step: int, preact: bool) -> dict[str, Tensor]:
         fs = self.model.forward_features(batch.images, preact=preact)
-        return self.method(batch, fs, ft, epoch)
+        return self.method(batch, fs, ft, step)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DeviceLoader, amp: bool = False) -> float:
-    """Top-1 accuracy in % of ``model`` (put in eval mode) over one pass of ``loader``."""
+def predict(model: nn.Module, loader: DeviceLoader, amp: bool = False) -> Tensor:
+    """Predicted class of every image of ``loader`` (an unshuffled, unaugmented loader), in
+    split order: int64 ``(N,)`` on the loader's device. ``model`` is put in eval mode."""
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=loader.device)
     ctx = torch.autocast(loader.device.type, dtype=torch.bfloat16) if amp else nullcontext()
     with ctx:
-        for images, labels, _ in loader.iter_epoch(0):
-            correct += (model(images).argmax(1) == labels).sum()
+        preds = torch.cat([model(images).argmax(1) for images, _, _ in loader.iter_epoch(0)])
     model.train(was_training)
-    return 100.0 * int(correct) / len(loader.labels)
+    return preds
+
+
+def evaluate(model: nn.Module, loader: DeviceLoader, amp: bool = False) -> float:
+    """Top-1 accuracy in % of ``model`` (put in eval mode) over one pass of ``loader``."""
+    return accuracy(predict(model, loader, amp), loader.labels)
+
+
+def accuracy(predictions: Tensor, labels: Tensor) -> float:
+    """Top-1 accuracy in % of ``(N,)`` predicted classes against ``(N,)`` labels."""
+    return 100.0 * int((predictions == labels).sum()) / len(labels)
 
 
 def summarize(history: list[dict]) -> dict:

@@ -11,11 +11,7 @@ from kdlib.models import create_model
 from kdlib.train import RECIPES, Options, distill
 
 K = 10
-EXPECTED = {
-    "vanilla", "kd", "dkd", "nkd", "sd-kd", "sd-dkd", "sd-nkd", "cd", "gkd", "cd+gkd", "cd+gkd+edt", "fitnet",
-    "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd", "crd+kd", "dcd", "dcd+kd", "rrd",
-    "rrd+kd", "sskd", "ttm", "wttm", "wttm+crd", "dist",
-}
+ALL = set(methods.list_methods())  # the registry, not a hand-kept list
 SAME = ("resnet20", "resnet8")
 CROSS = [("resnet20", "MobileNetV2"), ("vgg8", "resnet8")]   # 3 -> 4 and 4 -> 3 stages
 STAGE_METHODS = ["at", "nst", "vid", "ab", "fsp", "cd", "cd+gkd+edt", "fitnet", "sp", "ft"]
@@ -42,13 +38,14 @@ def nets(pair):
     return create_model(pair[0], K, 1), create_model(pair[1], K, 1)
 
 
-def setup(method, teacher, student, pair, epochs=240):
-    """Probe forward on 2 images and ``setup``, as the trainer does; returns the SetupInfo."""
+def setup(method, teacher, student, pair, steps=240):
+    """Probe forward on 2 images and ``setup``, as the trainer does (a run of ``steps`` optimizer
+    steps, one per paper epoch by default); returns the SetupInfo."""
     x = torch.randn(8 if method.needs_rotations else 2, 1, 32, 32)
     with torch.no_grad():
         fs = student.eval().forward_features(x, preact=method.needs_preact)
         ft = teacher.eval().forward_features(x, preact=method.needs_preact)
-    info = SetupInfo(fs, ft, K, TRAIN_LABELS, epochs, lr=0.05, classifier_s=student.classifier,
+    info = SetupInfo(fs, ft, K, TRAIN_LABELS, steps, lr=0.05, classifier_s=student.classifier,
                      classifier_t=teacher.classifier, arch_s=pair[1], arch_t=pair[0])
     method.setup(info)
     return info
@@ -87,8 +84,17 @@ def assert_no_teacher_grad(teacher):
 
 # ---- registry and errors --------------------------------------------------------------------
 
-def test_every_method_is_registered():
-    assert EXPECTED <= set(methods.list_methods())
+def test_every_method_class_registers_itself():
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    named = {c.name for c in subclasses(methods.Method) if "name" in c.__dict__ and c is not methods.Combo}
+    assert named <= ALL and "vanilla" in ALL and {"crd+kd", "cd+gkd+edt", "wttm+crd"} <= ALL
+    with pytest.raises(ValueError, match="registered twice"):
+        class Again(methods.KD):
+            name = "kd"
 
 
 def test_unknown_name_lists_the_valid_ones():
@@ -109,7 +115,39 @@ def test_bad_stage_alignment_is_refused():
 
 def test_config_records_every_hyperparameter():
     m = methods.create("dkd", beta=2.0)
-    assert m.config == {"name": "dkd", "ce_weight": 1.0, "alpha": 1.0, "beta": 2.0, "T": 4.0, "warmup_epochs": 20}
+    assert m.config == {"name": "dkd", "ce_weight": 1.0, "alpha": 1.0, "beta": 2.0, "T": 4.0, "warmup_epochs": 20,
+                        "schedule": "steps"}
+    assert "schedule" not in methods.create("kd").config and "schedule" not in methods.create("sd-kd").config
+
+
+def test_one_setting_one_config():
+    """T=2 and T=2.0, a list and a tuple of scales: the same config, hence the same record key."""
+    assert methods.create("kd", T=2).config == methods.create("kd", T=2.0).config
+    assert methods.create("kd", T=2).T == 2.0 and isinstance(methods.create("kd", T=2).T, float)
+    assert methods.create("sd-kd", scales=[1, 2]).config == methods.create("sd-kd", scales=(1, 2)).config
+    assert methods.create("crd+kd", kd__T=3).config["kd__T"] == 3.0
+    with pytest.raises(ValueError, match=r"method 'kd': hyperparameter T='4' has the wrong type; expected a number"):
+        methods.create("kd", T="4")
+    with pytest.raises(ValueError, match="nce_k=16384.5 has the wrong type; expected an int"):
+        methods.create("crd", nce_k=16384.5)
+
+
+def test_a_new_hyperparameter_at_its_neutral_value_keeps_the_keys():
+    """Declared in key_neutral, a hyperparameter added later is left out of the config (hence
+    of the key) at the value that reproduces the stored records."""
+    class KDWithClip(methods.KD, register=False):
+        key_neutral = {"clip": None}
+
+        def __init__(self, ce_weight=0.1, kd_weight=0.9, T=4.0, clip=None):
+            super().__init__(ce_weight, kd_weight, T)
+
+    methods._METHODS["kd-test-neutral"] = KDWithClip
+    try:
+        plain = {**methods.create("kd").config, "name": "kd-test-neutral"}
+        assert methods.create("kd-test-neutral").config == plain
+        assert methods.create("kd-test-neutral", clip=1.0).config == {**plain, "clip": 1.0}
+    finally:
+        del methods._METHODS["kd-test-neutral"]
 
 
 # ---- one step of every method ---------------------------------------------------------------
@@ -127,13 +165,13 @@ def check_step(name, pair):
     return method
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(ALL))
 def test_one_step_same_family(name):
     method = check_step(name, SAME)
     assert method.needs_teacher == (name != "vanilla")
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED - {"fsp"}))
+@pytest.mark.parametrize("name", sorted(ALL - {"fsp"}))
 def test_one_step_resnet_to_mobilenet(name):
     check_step(name, CROSS[0])
 
@@ -154,7 +192,7 @@ def test_fsp_refuses_pairs_whose_channels_differ(pair):
 def test_unnamed_networks_are_described_by_their_stages():
     teacher, student = nets(CROSS[0])
     x = torch.randn(2, 1, 32, 32)
-    info = SetupInfo(student.forward_features(x), teacher.forward_features(x), K, TRAIN_LABELS, 240)
+    info = SetupInfo(student.forward_features(x), teacher.forward_features(x), K, TRAIN_LABELS, steps=240)
     with pytest.raises(ValueError, match="cannot distil teacher a network with stages 16x32x32, 32x16x16, 64x8x8 "
                                          "into student a network with stages 12x16x16"):
         methods.create("fsp").setup(info)
@@ -163,7 +201,7 @@ def test_unnamed_networks_are_described_by_their_stages():
 def test_sdd_needs_the_classifiers():
     teacher, student = nets(SAME)
     x = torch.randn(2, 1, 32, 32)
-    info = SetupInfo(student.forward_features(x), teacher.forward_features(x), K, TRAIN_LABELS, 240)
+    info = SetupInfo(student.forward_features(x), teacher.forward_features(x), K, TRAIN_LABELS, steps=240)
     with pytest.raises(ValueError, match="'sd-kd' needs SetupInfo.classifier_s"):
         methods.create("sd-kd").setup(info)
 
@@ -221,18 +259,18 @@ def test_init_stage_trains_its_modules_only(name, pair):
     assert_no_teacher_grad(teacher)
 
 
-def test_init_stage_lengths_scale_with_the_run():
+def test_init_stage_lengths_scale_with_the_run_in_steps():
     teacher, student = nets(SAME)
-    for epochs, expected in ((240, 30), (24, 3), (1, 1)):
+    for steps, expected in ((240, 30), (8 * 32, 32), (1, 2)):
         for name in ("ab", "ft", "fsp"):
             method = methods.create(name)
-            setup(method, teacher, student, SAME, epochs)
-            assert method.init_stage(student).epochs == expected
+            setup(method, teacher, student, SAME, steps)
+            assert method.init_stage(student).steps == expected
     sskd = methods.create("sskd")
-    for epochs, length, milestones in ((240, 60, (30, 45)), (48, 12, (6, 9)), (1, 1, (1, 1))):
-        setup(sskd, teacher, student, SAME, epochs)
+    for steps, length, milestones in ((240, 60, (30, 45)), (8 * 32, 64, (32, 48)), (1, 2, (2, 2))):
+        setup(sskd, teacher, student, SAME, steps)
         stage = sskd.init_stage(student)
-        assert (stage.epochs, stage.milestones, stage.lr, stage.needs_student) == (length, milestones, 0.05, False)
+        assert (stage.steps, stage.milestones, stage.lr, stage.needs_student) == (length, milestones, 0.05, False)
 
 
 def test_init_learning_rates_follow_repdistiller():
@@ -247,19 +285,19 @@ def test_init_learning_rates_follow_repdistiller():
 
 # ---- schedules ------------------------------------------------------------------------------
 
-def with_run(name, epochs, **hp):
+def with_run(name, steps, **hp):
     method = methods.create(name, **hp)
     teacher, student = nets(SAME)
-    setup(method, teacher, student, SAME, epochs)
+    setup(method, teacher, student, SAME, steps)
     return method
 
 
-def test_dkd_warmup_scales_with_the_run():
+def test_dkd_warmup_scales_with_the_run_in_steps():
     dkd = with_run("dkd", 240)
-    assert [dkd.warmup(e) for e in (1, 10, 20, 30)] == pytest.approx([1 / 20, 0.5, 1, 1])
-    dkd = with_run("dkd", 24)     # 20 of 240 -> 2 epochs
-    assert [dkd.warmup(e) for e in (1, 2, 3)] == pytest.approx([0.5, 1, 1])
-    assert with_run("dkd", 1).warmup(1) == 1
+    assert [dkd.warmup(s) for s in (1, 10, 20, 30)] == pytest.approx([1 / 20, 0.5, 1, 1])
+    dkd = with_run("dkd", 8 * 32)     # the old cpu profile: 8 epochs of 32 steps; 20/240 of it is 21 steps
+    assert [dkd.warmup(s) for s in (1, 21, 22)] == pytest.approx([1 / 21, 1, 1])
+    assert with_run("dkd", 1).warmup(1) == 0.5   # never rounds to nothing: at least MIN_SPAN = 2 steps
     for name in ("sd-dkd", "sd-nkd", "nkd"):
         assert with_run(name, 240).warmup(10) == pytest.approx(0.5)
     assert with_run("sd-kd", 240).warmup(1) == 1                       # none in SDD's code
@@ -276,15 +314,30 @@ def test_dkd_term_is_warmed_up():
 
 
 def test_edt_schedule_of_cd_code():
-    edt = with_run("cd+gkd+edt", 200)
+    edt = with_run("cd+gkd+edt", 200)         # one step per epoch: the code's epoch rules exactly
     expected = {1: (0, 0, 6.0), 59: (0, 0, 6.0), 60: (0, 0, 5.4), 61: (1, 0.1, 5.4), 159: (1, 0.1, 5.4),
                 160: (1, 0.1, 4.86), 200: (1, 0.1, 4.86)}
-    for epoch, (ce, gkd, cd) in expected.items():
-        f = edt.schedule(epoch)
-        assert (f["ce"], 0.1 * f["gkd"], 6.0 * f["cd"]) == pytest.approx((ce, gkd, cd)), epoch
-    edt = with_run("cd+gkd+edt", 20)          # off 6 epochs, milestones 6 and 16
-    assert [edt.schedule(e)["ce"] for e in (6, 7)] == [0, 1]
-    assert [edt.schedule(e)["cd"] for e in (5, 6, 15, 16)] == pytest.approx([1, 0.9, 0.9, 0.81])
+    for step, (ce, gkd, cd) in expected.items():
+        f = edt.schedule(step)
+        assert (f["ce"], 0.1 * f["gkd"], 6.0 * f["cd"]) == pytest.approx((ce, gkd, cd)), step
+    edt = with_run("cd+gkd+edt", 20)          # off for 6 steps; decays after 59/200 and 159/200 of the run
+    assert [edt.schedule(s)["ce"] for s in (6, 7)] == [0, 1]
+    assert [edt.schedule(s)["cd"] for s in (6, 7, 16, 17)] == pytest.approx([1, 0.9, 0.9, 0.81])
+
+
+def test_warmups_start_below_one_in_every_profile():
+    """The first step of every profile's run is warmed up (20/240 of 8 epochs once rounded to one
+    epoch, a warm-up that never acted)."""
+    from kdlib import profiles
+    for name in profiles.list_profiles():
+        p = profiles.get(name)
+        n_train = p.train_size or {"fashion_mnist": 60000, "cifar100": 50000, "cifar10": 50000}.get(p.dataset) \
+            or p.dataset_kwargs["train_size"]
+        steps = p.epochs * -(-n_train // p.batch_size)
+        for method in ("dkd", "nkd", "sd-dkd", "sd-nkd"):
+            m = with_run(method, steps)
+            assert m.warmup(1) < 1, (name, method)
+            assert m.warmup(steps) == 1, (name, method)
 
 
 def test_edt_weights_the_cd_gkd_terms():
@@ -373,7 +426,7 @@ def test_trains_through_the_trainer(name, init_steps, synthetic):
     method = small(name, **({"crd__nce_k": 8} if name == "crd+kd" else {}))
     steps = count_init_steps(method)
     summary = distill(student, teacher, method, synthetic, RECIPES["crd"].scaled(1, batch_size=16),
-                      arch="resnet8", options=Options(progress=False))
-    assert len(steps) == init_steps          # 32 images in batches of 16, one init epoch
+                      options=Options(progress=False))
+    assert len(steps) == init_steps          # 32 images in batches of 16: a 2-step run, init stages of MIN_SPAN
     assert set(summary["history"][0]["terms"]) == set(method.terms)
     assert all(torch.isfinite(torch.tensor(v)) for v in summary["history"][0]["terms"].values())

@@ -77,7 +77,7 @@ def test_table_mean_std_n():
 def test_profiles_validate_overrides():
     assert profiles.get("smoke", seeds=[3, 4]).seeds == (3, 4)
     assert profiles.get("cpu", epochs=None).epochs == profiles.PROFILES["cpu"].epochs
-    with pytest.raises(ValueError, match="unknown profile 'laptop'; valid profiles: smoke, cpu, gpu, paper"):
+    with pytest.raises(ValueError, match="unknown profile 'laptop'; valid profiles: smoke, quick, cpu, gpu, paper"):
         profiles.get("laptop")
     with pytest.raises(ValueError, match="seeds must be a non-empty list of ints, got '1'"):
         profiles.get("cpu", seeds="1")
@@ -130,11 +130,13 @@ def test_cost_times_one_epoch_and_measures_memory(tmp_path):
     p = profiles.get("smoke")
     t = teachers.get("resnet8", p, results_dir=tmp_path, progress=False)
     ds = p.load_data()
-    plain, sskd = (experiments.cost(p, t, "resnet8", {"method": m}, ds) for m in ("kd", "sskd"))
+    plain, sskd = (experiments.cost(p, t, "resnet8", {"method": m}, ds, results_dir=tmp_path) for m in ("kd", "sskd"))
     for c in (plain, sskd):
-        assert c["epoch_s"] > 0 and c["cpu_s"] > 0 and c["peak_mb"] >= 0
+        assert c["epoch_s"] > 0 and c["cpu_s"] > 0 and c["peak_mb"] >= 0 and c["config"]["role"] == "cost"
     assert sskd["epoch_s"] > plain["epoch_s"]  # four rotated copies of every image: more work per epoch
-    assert [r.name for r in tmp_path.glob("*.json")] == [t.record["key"] + ".json"]  # a cost run stores nothing
+    assert len(list(tmp_path.glob("*.json"))) == 3  # the teacher and two cost records
+    again = experiments.cost(p, t, "resnet8", {"method": "kd"}, ds, results_dir=tmp_path)
+    assert (again["key"], again["epoch_s"]) == (plain["key"], plain["epoch_s"])  # measured once, then loaded
 
 
 def _cli(*args):
@@ -149,3 +151,81 @@ def test_cli_lists_and_errors(tmp_path):
     bad = _cli("distill", "--teacher", "resnet8", "--student", "resnet8", "--method", "kdd", "--profile", "smoke",
                "--results-dir", str(tmp_path))
     assert bad.returncode == 2 and "unknown method 'kdd'" in bad.stderr
+
+
+# ---- what a record says about itself --------------------------------------------------------
+
+def record(method="kd", acc=75.0, ce=0.4, seed=0, ce_weight=None, k=10):
+    m = {"name": method, **({} if ce_weight is None else {"ce_weight": ce_weight})}
+    return {"key": f"{method}{seed}", "last_acc": acc, "num_classes": k,
+            "history": [{"epoch": 1, "test_acc": acc, "terms": {"ce": ce}}],
+            "config": {"method": m, "seed": seed, "teacher": {"arch": "resnet20"}, "student": {"arch": "resnet8"},
+                       "data": {"name": "fashion_mnist"}, "recipe": {}, "profile": "cpu", "amp": False}}
+
+
+def test_health_flags_runs_that_did_not_train():
+    assert results.health(record()) == {"trained": True, "diagnosis": ""}
+    chance = results.health(record(acc=11.0, ce=2.30))
+    assert not chance["trained"] and "near chance: 11.0% (chance 10%)" in chance["diagnosis"]
+    assert "cross-entropy stuck at 2.30" in chance["diagnosis"]
+    # KD weighs its CE 0.1: a weighted 0.23 is a CE of 2.3, stuck at ln 10
+    assert not results.health(record(acc=40.0, ce=0.23, ce_weight=0.1))["trained"]
+    below = results.health(record(acc=60.4), vanilla=record("vanilla", acc=75.35))
+    assert not below["trained"] and "14.9 points below the vanilla student of its seed (75.3%)" in below["diagnosis"]
+    assert results.health(record(acc=71.0), vanilla=record("vanilla", acc=75.35))["trained"]   # 4.35 below: a result
+    assert not results.health(record(acc=float("nan")))["trained"]
+    assert results.health(record(acc=3.0, ce=0.5, k=100))["trained"]     # 3 % is 3x chance on 100 classes
+
+
+def test_with_health_uses_the_vanilla_of_the_same_seed():
+    recs = [record("vanilla", 75.0, seed=0), record("vanilla", 70.0, seed=1), record("ab", 68.0, seed=0),
+            record("ab", 68.0, seed=1)]
+    marked = {(r["config"]["method"]["name"], r["config"]["seed"]): r["health"]["trained"]
+              for r in results.with_health(recs)}
+    assert marked == {("vanilla", 0): True, ("vanilla", 1): True, ("ab", 0): False, ("ab", 1): True}
+
+
+def test_predictions_round_trip_and_recompute_the_accuracy(tmp_path):
+    from kdlib.io import decode_ints, encode_ints
+    import numpy as np
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 100, 10000)
+    preds = np.where(rng.random(10000) < 0.7, labels, rng.integers(0, 100, 10000))
+    enc = encode_ints(preds)
+    assert enc["dtype"] == "uint8" and len(json.dumps(enc)) < 15000
+    assert (decode_ints(enc) == preds).all() and encode_ints(np.array([300]))["dtype"] == "uint16"
+    rec = {"key": "k", "predictions": enc}
+    assert 100 * (results.predictions(rec) == labels).mean() == pytest.approx(100 * (preds == labels).mean())
+    with pytest.raises(KeyError, match="holds no predictions"):
+        results.predictions({"key": "old"})
+    with pytest.raises(ValueError, match="damaged encoded integers"):
+        decode_ints({**enc, "n": 5})
+
+
+def test_every_committed_record_is_found_again_by_the_current_code():
+    """Rebuild each stored record's config from today's code (method defaults, recipe, data)
+    and find its key: a change that would silently re-key stored records fails here."""
+    from dataclasses import asdict
+    from pathlib import Path
+    from kdlib import methods
+    root = Path(__file__).resolve().parents[1] / "results"
+    paths = sorted(root.glob("*.json"))
+    assert paths, "no committed records"
+    for path in paths:
+        rec = json.loads(path.read_text())
+        c = rec["config"]
+        assert path.stem == rec["key"] == config_key(c), path.name
+        if c["role"] == "cost":
+            c = {k: v for k, v in c.items() if k != "timed"}  # a measurement of a student run's config
+        if c["role"] == "teacher":
+            assert c["method"] == {"name": "vanilla"}, path.name    # teachers: plain cross-entropy
+        else:
+            m = c["method"]
+            built = methods.create(m["name"], **{k: v for k, v in m.items() if k not in ("name", "schedule")}).config
+            assert json.loads(json.dumps(built)) == m, path.name
+        p = profiles.get(c["profile"], epochs=c["recipe"]["epochs"], teacher_epochs=c["recipe"]["epochs"],
+                         batch_size=c["recipe"]["batch_size"], amp=c["amp"],
+                         train_size=c["data"]["train_size"], test_size=c["data"]["test_size"])
+        recipe = p.teacher_recipe() if c["role"] == "teacher" else p.student_recipe()
+        assert json.loads(json.dumps(asdict(recipe))) == c["recipe"], path.name
+        assert p.data_config() == c["data"], path.name

@@ -55,9 +55,19 @@ def test_crd_recipe_schedule_and_scaling():
     r = RECIPES["crd"]
     assert [r.lr_factor(e) for e in (1, 150, 151, 180, 181, 210, 211, 240)] == pytest.approx(
         [1, 1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
-    assert r.lr_for("MobileNetV2") == 0.01 and r.lr_for("ShuffleV2") == 0.01 and r.lr_for("resnet20") == 0.05
+    lr = {arch: r.lr_for(create_model(arch, 10, 1)) for arch in ("MobileNetV2", "ShuffleV1", "ShuffleV2", "resnet20")}
+    assert lr == {"MobileNetV2": 0.01, "ShuffleV1": 0.01, "ShuffleV2": 0.01, "resnet20": 0.05}
+    assert r.lr_for(torch.nn.Linear(2, 2)) == 0.05   # a network from elsewhere: the base rate
     assert r.scaled(24).milestones == (15, 18, 21) and r.scaled(24, batch_size=128).batch_size == 128
     assert RECIPES["cd"].lr_factor(61) == pytest.approx(0.2)
+
+
+def test_low_lr_does_not_depend_on_an_argument(synthetic):
+    """distill() without any architecture argument trains MobileNetV2 at 0.01, as the recipe says."""
+    torch.manual_seed(0)
+    teacher, student = create_model("resnet8", 10, 1), create_model("MobileNetV2", 10, 1)
+    s = distill(student, teacher, methods.create("kd"), synthetic, tiny_recipe(1), options=FAST)
+    assert s["history"][0]["lr"] == pytest.approx(0.01)
 
 
 def test_cuda_asked_where_there_is_none():
@@ -76,7 +86,7 @@ def test_one_short_epoch_on_fashion_mnist_learns():
     ds = data.load("fashion_mnist").subset(train=2000, test=1000)
     torch.manual_seed(0)
     model = create_model("resnet8", num_classes=10, in_channels=1)
-    s = fit(model, ds, tiny_recipe(1, 64), arch="resnet8", options=FAST)
+    s = fit(model, ds, tiny_recipe(1, 64), options=FAST)
     assert s["last_acc"] > 35.0  # chance is 10%
     h = s["history"][0]
     assert h["epoch"] == 1 and h["terms"]["ce"] > 0 and h["images_per_s"] > 0
@@ -93,7 +103,7 @@ def test_distill_many_equals_training_each_student_alone(synthetic):
 
     def student(name):
         hparams, seed = specs[name]
-        return Student(name, small_net(seed), methods.create(name, **hparams), arch="small")
+        return Student(name, small_net(seed), methods.create(name, **hparams))
 
     together = [student(name) for name in specs]
     distill_many(together, teacher, synthetic, recipe, seed=3, options=FAST)
@@ -155,14 +165,9 @@ def test_checkpoint_of_another_group_is_refused(synthetic, tmp_path):
 class Explodes(methods.Method):
     """Adds a term that turns NaN at the third step of the second epoch."""
 
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def forward(self, batch, fs, ft, epoch):
-        self.calls += 1
-        terms = super().forward(batch, fs, ft, epoch)
-        bad = epoch == 2 and self.calls == 6 + 3
+    def forward(self, batch, fs, ft, step):
+        terms = super().forward(batch, fs, ft, step)
+        bad = step == 6 + 3  # 96 images in batches of 16: 6 steps per epoch
         terms["boom"] = fs.logits.sum() * (float("nan") if bad else 0.0)
         return terms
 
@@ -200,3 +205,30 @@ def test_ddp_two_processes_equal_one_process_with_the_global_batch(synthetic, tm
     single = small_net(1)
     distill(single, small_net(0), methods.create("kd"), synthetic, tiny_recipe(2, batch_size=16), seed=4, options=FAST)
     assert_same_weights(weights(single), torch.load(out, weights_only=True), rtol=1e-4, atol=1e-5)
+
+
+def test_records_carry_the_last_epochs_predictions(synthetic):
+    """Every summary holds the predicted class of every test image at the last epoch; the
+    accuracy recomputed from them is the recorded last accuracy."""
+    from kdlib.io import decode_ints
+    torch.manual_seed(0)
+    s = fit(create_model("resnet8", 10, 1), synthetic, tiny_recipe(2), options=FAST)
+    preds = decode_ints(s["predictions"])
+    assert preds.shape == (len(synthetic.test),) and preds.dtype.kind == "i" and s["num_classes"] == 10
+    assert 100.0 * (preds == synthetic.test.labels.numpy()).mean() == pytest.approx(s["last_acc"])
+
+
+def test_nan_weights_stop_the_run_before_they_are_recorded(synthetic):
+    """A last step that leaves NaN weights behind a finite loss never reaches a summary."""
+    net = small_net(0)
+
+    class PoisonsWeights(methods.Method, register=False):
+        def forward(self, batch, fs, ft, step):
+            terms = super().forward(batch, fs, ft, step)  # finite: computed before the poison
+            if step == 6:  # the last of 96 images in batches of 16
+                with torch.no_grad():
+                    net.model.fc.bias.fill_(float("nan"))
+            return terms
+
+    with pytest.raises(NonFiniteLossError, match="weights became NaN/Inf in epoch 1"):
+        distill_many([Student("s", net, PoisonsWeights())], None, synthetic, tiny_recipe(1), options=FAST)

@@ -1,6 +1,7 @@
 """Model registry: ``create_model(name)`` and ``list_models()`` (timm-style)."""
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from torch import nn
@@ -9,9 +10,24 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Decorator: register a constructor ``fn(num_classes, in_channels) -> nn.Module`` under its name."""
-    _MODELS[fn.__name__] = fn
-    return fn
+    """Decorator: register a constructor ``fn(num_classes, in_channels) -> nn.Module`` under its
+    name. The models it builds carry that name as ``model.arch`` (see :func:`arch_of`)."""
+    @functools.wraps(fn)
+    def build(*args, **kwargs) -> nn.Module:
+        model = fn(*args, **kwargs)
+        model.arch = fn.__name__
+        return model
+
+    _MODELS[fn.__name__] = build
+    return build
+
+
+def arch_of(model: nn.Module | None) -> str | None:
+    """The zoo name of ``model`` (``"MobileNetV2"``...), or ``None`` for a network built
+    elsewhere (a :class:`FeatureAdapter` around torchvision's, say). The trainer's learning-rate
+    rule and the methods' per-architecture choices read it, so they never depend on an
+    optional argument."""
+    return getattr(model, "arch", None)
 
 
 def list_models() -> list[str]:

@@ -36,7 +36,7 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
     (dict(seeds=True), "seeds must be a non-empty list of ints, got True"),
     (dict(epochs=-1), "epochs must be a positive int, got -1"),
     (dict(epochs=True), "epochs must be a positive int, got True"),
-    (dict(profile=3), "parameter profile=3 is invalid: expected one of smoke, cpu, gpu, paper"),
+    (dict(profile=3), "parameter profile=3 is invalid: expected one of smoke, quick, cpu, gpu, paper"),
     (dict(force="yes"), "parameter force='yes' is invalid: expected True or False"),
     (dict(device="tpu"), "unsupported device 'tpu'; valid: 'cpu', 'cuda', 'cuda:<index>'"),
     pytest.param(dict(device="cuda"), "device 'cuda' asked for, but CUDA is not available on this machine; use 'cpu'",
@@ -107,7 +107,7 @@ def test_the_cli_refuses_a_bad_method_with_exit_code_2_and_one_line(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--student", "resnet9"], "unknown model 'resnet9'; valid models: "),
-    (["--profile", "laptop"], "unknown profile 'laptop'; valid profiles: smoke, cpu, gpu, paper"),
+    (["--profile", "laptop"], "unknown profile 'laptop'; valid profiles: smoke, quick, cpu, gpu, paper"),
     (["--device", "tpu"], "unsupported device 'tpu'; valid: 'cpu', 'cuda', 'cuda:<index>'"),
     pytest.param(["--device", "cuda"], "device 'cuda' asked for, but CUDA is not available", marks=no_cuda),
     (["--method", "crd+kd", "--hparams", '{"kd__temperature": 2}'], "method 'crd+kd' has no hyperparameter"),
