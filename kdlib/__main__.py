@@ -69,6 +69,25 @@ def cmd_distill(args) -> None:
               f"{r['wall_time']:.1f} s, record {args.results_dir}/{r['key']}.json")
 
 
+def cmd_pilot(args) -> None:
+    from . import experiments
+    seeds = tuple(args.seeds) if args.seeds else experiments.PILOT_SEEDS
+    cells = [tuple(int(x) for x in c.split("x")) for c in args.cells] if args.cells else experiments.PILOT_CELLS
+    for cell in cells:
+        if len(cell) != 3:
+            raise ValueError(f"--cells takes TRAINxEPOCHSxBATCH, e.g. 10000x15x64; got {'x'.join(map(str, cell))}")
+    if args.costs:
+        for r in experiments.pilot_costs(results_dir=args.results_dir, data_root=args.data_root,
+                                         progress=not args.quiet):
+            print(f"cost {r['student']:>12} {r['label']:>8}: {r['ms_per_image']:.2f} ms per training image")
+    for cell in cells:
+        recs = experiments.pilot([cell], seeds, results_dir=args.results_dir, data_root=args.data_root,
+                                 progress=not args.quiet)
+        for r in recs:
+            print(f"pilot {'x'.join(map(str, cell))} {r['label']:>8} seed {r['config']['seed']}: "
+                  f"{r['last_acc']:.2f}% ({r['wall_time']:.0f} s)", flush=True)
+
+
 def cmd_book(args) -> None:
     from .book import build
     sys.exit(build(args.profile, chapters=args.chapter, skip_html=args.no_html))
@@ -115,6 +134,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     run_args(p)
     p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("pilot", help="the noise and cost pilot of the cpu profile (chapter 0)")
+    p.add_argument("--cells", nargs="+", default=None, help="TRAINxEPOCHSxBATCH cells (default: the pilot's grid)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--costs", action="store_true", help="also time the candidate cross-family students")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_pilot)
 
     p = sub.add_parser("book", help="run the chapters with papermill and build the HTML book")
     p.add_argument("--profile", default="cpu")

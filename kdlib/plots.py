@@ -156,3 +156,26 @@ def glue(name: str, value, display_value: bool = False):
     from myst_nb import glue as _glue
     _glue(name, value, display=display_value)
     return value
+
+
+def verdicts(records: list[dict], claims, profile, title: str | None = None) -> pd.DataFrame:
+    """Check ``claims`` (:class:`kdlib.chapters.Claim`) on a chapter's records with the book's one
+    rule (:func:`kdlib.stats.claims`), show the table and the summary sentence with the MDE,
+    and return the claims frame. Runs that failed to train are marked, never judged.
+
+    A profile with ``verdicts=False`` (the quick teaching profile) shows our paired gaps beside
+    the paper's but no verdict: its noise cannot decide them.
+    """
+    from . import chapters, stats
+    df = stats.claims(runs_frame(records), chapters.claim_rows(claims, profile))
+    view = stats.claims_view(df)
+    if title:
+        markdown(f"**{title}**")
+    if not profile.verdicts:
+        markdown(f"*The {profile.name} profile gives no verdicts: its seed spread cannot separate gaps of "
+                 f"this size (the MDE column says how large a gap it could detect).*")
+        view = view.drop(columns=["p (Holm)", "verdict"])
+    display(view.style.hide())
+    if profile.verdicts:
+        markdown(stats.summary(df))
+    return df

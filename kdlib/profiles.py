@@ -39,6 +39,8 @@ class Profile:
         amp: bf16 autocast (``None``: on for CUDA only). On this book's 2-core CPU it makes
             resnet8 students 2x faster on a CPU with native bf16 (AVX-512 BF16) and ~10x slower on one
             without it (AVX2 only), so the CPU profiles train in float32.
+        verdicts: whether chapters judge claims in this profile (the quick teaching profile's
+            noise cannot: it shows the gaps without verdicts).
         comparable: ``{(teacher, student): (paper teacher, paper student)}``: the CIFAR-100 pair
             whose per-pair hyperparameters (DKD's beta, TTM's gamma and beta, SDD's scales...)
             a profile pair uses; a pair not listed uses its own (the paper profile).
@@ -59,6 +61,7 @@ class Profile:
     nce_k: int | None = None
     amp: bool | None = None
     comparable: dict = field(default_factory=dict)
+    verdicts: bool = True
 
     def paper_pair(self, pair: tuple[str, str]) -> tuple[str, str]:
         """The CIFAR-100 pair whose reported hyperparameters ``pair`` uses."""
@@ -96,7 +99,7 @@ PROFILES = {
     # is ~10x slower than float32 on CPUs without native bf16 (AVX2 only, measured here).
     "quick": Profile("quick", "fashion_mnist", train_size=2000, test_size=2000, epochs=8, teacher_epochs=20,
                      batch_size=64, seeds=(0, 1), nce_k=1024, amp=False, pairs=tuple(SMALL_PAIRS),
-                     comparable=SMALL_PAIRS),
+                     comparable=SMALL_PAIRS, verdicts=False),
     # The published profile, designed for power from the pilot (chapter 0, "the pilot";
     # kdlib.experiments.pilot): the full 10 000-image test set, float32 (the same numbers on
     # every CPU), and the training size, epochs and seeds the pilot's noise calls for.

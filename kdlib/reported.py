@@ -136,3 +136,31 @@ def tables() -> pd.DataFrame:
              source=("source", lambda s: "; ".join(s.unique())))
         .reset_index()
     )
+
+
+def paper_gap(paper: str, a: str, b: str, pair: tuple[str, str]) -> tuple[float, str]:
+    """``A − B`` (top-1 points on CIFAR-100) as ``paper`` reports it, and where it is read.
+
+    ``a``, ``b`` are kdlib method names (``vanilla`` is the paper's student row). The pair
+    ``(teacher, student)`` is looked up first, then every other pair the paper (or CRD's
+    table, which supplies most papers' baselines) reports both numbers on, in file order.
+    Top-1 errors count as ``100 − error``.
+
+    Returns:
+        ``(gap, "teacher→student, source")``, or ``(nan, "")`` when no table has both.
+    """
+    rows = _reported()
+    rows = rows[(rows.dataset == "cifar100") & rows.metric.isin(["top1", "top1_error"])
+                & rows.paper.isin([paper, "crd"])].copy()
+    rows["acc"] = rows.value.where(rows.metric == "top1", 100 - rows.value)
+    names = {m: "student" if m == "vanilla" else m for m in (a, b)}
+    pairs = list(dict.fromkeys([tuple(pair), *zip(rows.teacher, rows.student)]))
+    for t, s in pairs:
+        # the claim's own paper first, then CRD's table (the baselines' numbers)
+        cell = rows[(rows.teacher == t) & (rows.student == s)].sort_values("paper", key=lambda p: p != paper,
+                                                                          kind="stable")
+        cell = cell.drop_duplicates("method").set_index("method")
+        if names[a] in cell.index and names[b] in cell.index:
+            source = cell.loc[names[a], "source"]
+            return float(cell.loc[names[a], "acc"] - cell.loc[names[b], "acc"]), f"{t}→{s}, {source}"
+    return float("nan"), ""

@@ -164,6 +164,7 @@ def holm(pvalues) -> np.ndarray:
 # The rule applied to a chapter's runs
 
 FAILED = "failed run"  # shown instead of a verdict: a run that did not train is never compared
+NO_PAPER = "no paper number"  # our interval without a gap to judge it against
 
 
 def seed_pairs(runs, a: str, b: str, pair: str | None = None, metric: str = "last_acc"):
@@ -222,12 +223,27 @@ def claims(runs, rows: list[dict], metric: str = "last_acc", confidence: float =
             out.append({**base, "verdict": "not run", "note": f"no common seeds of {a} and {b}", "n": 0})
             continue
         c = paired(va, vb, confidence)
+        known = math.isfinite(row["paper_gap"])
         out.append({**base, "diff": c.diff, "low": c.low, "high": c.high, "mde": c.mde, "n": c.n, "p": c.p,
-                    "verdict": verdict(c, row["paper_gap"]), "note": ""})
+                    "verdict": verdict(c, row["paper_gap"]) if known else NO_PAPER, "note": ""})
     df = pd.DataFrame(out, columns=["claim", "pair", "paper_gap", "source", "diff", "low", "high", "mde", "n", "p",
                                     "verdict", "note"])
     df["p_holm"] = holm(df["p"].to_numpy(float))
     return df
+
+
+def summary(df) -> str:
+    """One sentence over a :func:`claims` table: how many claims got each verdict, how many
+    could not be judged (failed runs), and the range of the MDE of the comparisons."""
+    counts = df.verdict.value_counts()
+    parts = [f"{int(counts.get(v, 0))} {v}" for v in VERDICTS]
+    if counts.get(FAILED, 0):
+        parts.append(f"{int(counts[FAILED])} not judged (a run failed to train)")
+    mdes = df.mde.astype(float)
+    mdes = mdes[np.isfinite(mdes)]
+    tail = (f"; the smallest true gap these {len(mdes)} comparisons detect with 80 % power (MDE) is "
+            f"{mdes.min():.2f} to {mdes.max():.2f} points" if len(mdes) else "")
+    return f"Of {len(df)} checks: " + ", ".join(parts) + tail + "."
 
 
 def claims_view(df):
@@ -244,7 +260,8 @@ def claims_view(df):
 
     return pd.DataFrame({
         "claim": df.claim, "our pair": df.pair,
-        "paper gap": [f"{g:+.2f}" + (f" ({s})" if s else "") for g, s in zip(df.paper_gap, df.source)],
+        "paper gap": [("–" if not math.isfinite(g) else f"{g:+.2f}") + (f" ({s})" if s else "")
+                      for g, s in zip(df.paper_gap, df.source)],
         "our gap [95 % CI]": [ours(r) for _, r in df.iterrows()],
         "MDE": [("–" if not (isinstance(m, float) and math.isfinite(m)) else f"{m:.2f}") for m in df.mde],
         "n": [int(n) for n in df.n],

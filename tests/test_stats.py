@@ -116,3 +116,13 @@ def test_versus_base():
     v = stats.versus(runs).set_index("label")
     assert v.loc["kd", "diff"] == pytest.approx(1 + 0.1 / 3) and v.loc["kd", "trained"]
     assert not v.loc["ab", "trained"] and math.isnan(v.loc["ab", "diff"])
+
+
+def test_summary_sentence_counts_verdicts():
+    runs = frame([("kd", s, 75 + 0.3 * s, True, "") for s in range(4)]
+                 + [("dkd", s, 75.5 + 0.3 * s + 0.2 * (s % 2), True, "") for s in range(4)])
+    df = stats.claims(runs, [{"a": "dkd", "b": "kd", "pair": "t→s", "paper_gap": 0.5},
+                             {"a": "dkd", "b": "kd", "pair": "t→s", "paper_gap": float("nan")}])
+    assert list(df.verdict) == ["consistent", stats.NO_PAPER]
+    text = stats.summary(df)
+    assert text.startswith("Of 2 checks: 1 consistent, 0 contradicts, 0 unresolved") and "MDE" in text
