@@ -1,4 +1,4 @@
-"""kdlib's trainer beside a reference-style KD loop, on the same machine and workloads (DESIGN §7).
+"""kdlib's trainer beside a reference-style KD loop, on the same machine and workloads.
 
     python -m kdlib bench [--quick] [--device cpu|cuda] [--workloads NAME ...] [--modes NAME ...]
                           [--batches N ...] [--workers N] [--out DIR]

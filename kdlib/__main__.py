@@ -22,9 +22,15 @@ def _list(kind: str) -> list[str]:
 
 
 def _profile(args):
+    """The profile the options name; ``--results-dir`` defaults to where that profile's records
+    live (``results/`` for the published profile only, ``_build/<profile>/results`` otherwise)."""
     from . import profiles
-    return profiles.get(args.profile, device=args.device, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
-                        seeds=getattr(args, "seeds", None))
+    from .book import output_dirs
+    p = profiles.get(args.profile, device=args.device, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
+                     seeds=getattr(args, "seeds", None))
+    if args.results_dir is None:
+        args.results_dir = str(output_dirs(p.name)[1])
+    return p
 
 
 def cmd_train_teacher(args) -> None:
@@ -117,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--epochs", type=int, default=None, help="override the profile's student epochs")
         p.add_argument("--teacher-epochs", type=int, default=None, help="override the profile's teacher epochs")
         p.add_argument("--data-root", default=None)
-        p.add_argument("--results-dir", default="results")
+        p.add_argument("--results-dir", default=None,
+                       help="the run store (default: results/ for the cpu profile, _build/<profile>/results otherwise)")
         p.add_argument("--force", action="store_true", help="retrain even if a record exists")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -163,10 +170,14 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(_list(args.command)))
         return
     from .io import CheckpointError
+    from .train import NonFiniteLossError
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
-        parser.exit(2, f"error: {e}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "interrupted: finished runs are recorded and the last checkpoint is kept; "
+                         "run the same command again to resume\n")
+    except (ValueError, LookupError, CheckpointError, NonFiniteLossError, OSError) as e:
+        parser.exit(2, f"error: {type(e).__name__ + ': ' if isinstance(e, (KeyError, OSError)) else ''}{e}\n")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 1. each chapter notebook ``book/NN_*.ipynb`` listed in ``_toc.yml`` runs headless with the
    profile as a papermill parameter; the ``cpu`` profile (the published one) writes
-   ``executed/``, any other profile ``_build/<profile>/executed/``;
+   ``executed/`` and ``results/``, any other profile ``_build/<profile>/executed/`` and
+   ``_build/<profile>/results/``; an executed notebook is replaced only by a complete run;
 2. Jupyter Book builds the HTML from the landing page and the executed notebooks (execution
    off, warnings are errors), into ``_build/<profile>/html``. MathJax is served from the book
    itself, so the pages make no request off the machine.
@@ -13,6 +14,8 @@ A failing chapter stops the build, prints its error, and the command exits non-z
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +24,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from .io import atomic_write_json, file_sha256
 
 PUBLISHED_PROFILE = "cpu"
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,17 +50,45 @@ def output_dirs(profile: str) -> tuple[Path, Path]:
     return ROOT / "_build" / profile / "executed", ROOT / "_build" / profile / "results"
 
 
-def run_chapter(name: str, profile: str, executed: Path, results: Path) -> float:
-    """Execute ``book/<name>.ipynb`` with papermill into ``executed/``; returns seconds."""
+def fingerprint(name: str, results: Path) -> str:
+    """SHA-256 of everything an execution of chapter ``name`` depends on: its source, kdlib's
+    sources and data tables, and every record and teacher in ``results``. A build skips a
+    chapter whose fingerprint has not changed since it was executed, so a build with nothing
+    new rewrites nothing."""
+    h = hashlib.sha256()
+    files = [ROOT / "book" / f"{name}.ipynb", *sorted((ROOT / "kdlib").rglob("*.py")),
+             *sorted((ROOT / "kdlib" / "tables").glob("*")), *sorted(results.rglob("*.json")),
+             *sorted(results.rglob("*.pt"))]
+    for path in files:
+        if path.is_file():
+            h.update(str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path).encode())
+            h.update(file_sha256(path).encode())
+    return h.hexdigest()
+
+
+def run_chapter(name: str, profile: str, executed: Path) -> float:
+    """Execute ``book/<name>.ipynb`` with papermill and move the result into ``executed``
+    only when every cell ran: a failing or killed chapter leaves the previous executed
+    notebook in place (the failed run is kept in ``_build/<profile>/failed/`` to read).
+    Returns seconds."""
     import papermill as pm
     executed.mkdir(parents=True, exist_ok=True)
+    work = ROOT / "_build" / profile / "running"
+    work.mkdir(parents=True, exist_ok=True)
     os.environ["KDLIB_HEADLESS"] = "1"  # chapters draw static figures and hide progress bars
     t0 = time.perf_counter()
-    params = {"profile": profile}
-    if results != ROOT / "results":  # the default needs no (machine-specific) path in the page
-        params["results_dir"] = str(results)
-    pm.execute_notebook(ROOT / "book" / f"{name}.ipynb", executed / f"{name}.ipynb", parameters=params,
-                        cwd=str(ROOT / "book"), kernel_name="python3", progress_bar=False)
+    out = work / f"{name}.ipynb"
+    try:
+        # results_dir stays the chapter's default (results/ only for the published profile), so
+        # no machine-specific path lands in the page
+        pm.execute_notebook(ROOT / "book" / f"{name}.ipynb", out, parameters={"profile": profile},
+                            cwd=str(ROOT / "book"), kernel_name="python3", progress_bar=False)
+    except BaseException:
+        if out.exists():
+            (ROOT / "_build" / profile / "failed").mkdir(parents=True, exist_ok=True)
+            os.replace(out, ROOT / "_build" / profile / "failed" / f"{name}.ipynb")
+        raise
+    os.replace(out, executed / f"{name}.ipynb")
     return time.perf_counter() - t0
 
 
@@ -91,15 +124,23 @@ def build(profile: str = PUBLISHED_PROFILE, chapters: list[str] | None = None, s
             raise ValueError(f"unknown chapter(s) {', '.join(unknown)}; valid: {', '.join(names) or '(none yet)'}")
         names = [n for n in names if n in chapters]
     executed, results = output_dirs(profile)
+    stamps_file = executed / "fingerprints.json"
+    stamps = json.loads(stamps_file.read_text()) if stamps_file.is_file() else {}
     times = {}
     for name in names:
+        if stamps.get(name) == fingerprint(name, results) and (executed / f"{name}.ipynb").is_file():
+            print(f"[book] {name}: up to date (nothing it reads has changed)", flush=True)
+            continue
         print(f"[book] running {name} (profile {profile}) ...", flush=True)
         try:
-            times[name] = run_chapter(name, profile, executed, results)
+            times[name] = run_chapter(name, profile, executed)
         except Exception as e:  # papermill re-raises the cell's error: show it and stop
             print(f"[book] chapter {name} FAILED:\n{e}", file=sys.stderr)
             return 1
         print(f"[book] {name}: {times[name]:.1f} s", flush=True)
+    if times:  # after the runs: what the chapters that ran now read is what they ran with
+        stamps.update({name: fingerprint(name, results) for name in times})
+        atomic_write_json(stamps_file, stamps)
     html = None
     if not skip_html:
         if not (ROOT / "_vendor" / "mathjax" / "tex-svg-full.js").is_file():

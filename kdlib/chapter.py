@@ -11,6 +11,7 @@ ends with ``ch.footer()``.
 """
 from __future__ import annotations
 
+import ast
 import os
 import platform
 import time
@@ -35,13 +36,56 @@ def _check(name: str, value, ok: bool, expected: str):
         raise ValueError(f"parameter {name}={value!r} is invalid: expected {expected}")
 
 
+def _seeds(value):
+    """Seeds as papermill delivers them: a list, an int, or the text of a list (``-p seeds "[0, 1]"``
+    arrives as the string ``"[0, 1]"``)."""
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise ValueError(f"parameter seeds={value!r} is invalid: expected a list of ints such as [0, 1, 2]") from None
+    return value
+
+
+def check_injected_parameters() -> None:
+    """Stop with a clear error when papermill injected a parameter the chapter does not have
+    (papermill itself only warns, and the chapter would run with other values).
+
+    The chapter's parameters are the names its ``parameters`` cell assigns (the first cell it
+    ran); papermill's injected cell (``# Parameters``) follows it. Outside papermill, or in a
+    kernel without IPython's input history, there is nothing to check.
+    """
+    try:
+        history = get_ipython().user_ns.get("In", [])  # noqa: F821 (defined in IPython kernels)
+    except NameError:
+        return
+    cells = [c for c in history if c.strip()]
+    injected = [c for c in cells if c.lstrip().startswith("# Parameters")]
+    if not cells or not injected:
+        return
+    known, given = _assigned(cells[0]), _assigned(injected[-1])
+    unknown = sorted(given - known)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; this chapter's parameters are "
+                         f"{', '.join(sorted(known))} (other profile settings: choose another profile)")
+
+
+def _assigned(source: str) -> set[str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+
+
 class Chapter:
     """The context of one chapter run: profile, data, teachers, runs and provenance.
 
     Args:
         name: chapter file name (``"00_foundations"``).
-        profile: ``smoke``, ``cpu``, ``gpu`` or ``paper``.
-        seeds: student seeds (``None``: the profile's).
+        profile: ``smoke``, ``quick``, ``cpu``, ``gpu`` or ``paper``.
+        seeds: student seeds, a list or its text (``None``: the profile's).
         device: ``"cpu"``, ``"cuda"``... (``None``: the profile's).
         data_root: where datasets are looked for first (``None``: the standard places).
         results_dir: the run store (``None``: ``results/`` at the project root for the
@@ -55,8 +99,10 @@ class Chapter:
 
     def __init__(self, name: str, profile: str = "cpu", seeds=None, device=None, data_root=None,
                  results_dir=None, force: bool = False, **overrides):
+        check_injected_parameters()
         _check("profile", profile, isinstance(profile, str) and profile in profiles.PROFILES,
                f"one of {', '.join(profiles.PROFILES)}")
+        seeds = _seeds(seeds)
         _check("force", force, isinstance(force, bool), "True or False")
         _check("device", device, device is None or isinstance(device, str), "a string such as 'cpu' or 'cuda'")
         for key in ("data_root", "results_dir"):
@@ -99,6 +145,8 @@ class Chapter:
         Returns records, each with ``label`` and ``pair`` (``"resnet20→resnet8"``) added.
         """
         teacher_arch, student_arch = pair
+        for spec in experiments.as_specs(methods).values():  # bad settings fail before any training
+            experiments.build_method(self.profile, teacher_arch, student_arch, spec)
         teacher = self.teacher(teacher_arch, train=train)
         recs = experiments.run(self.profile, teacher, student_arch, methods, dataset=self._dataset,
                                data_root=self.data_root, results_dir=self.results_dir,

@@ -38,13 +38,24 @@ def _profile_defaults(profile: Profile, spec: dict) -> dict:
     return hp
 
 
-def build_method(profile: Profile, teacher: Teacher | None, student_arch: str, spec: dict) -> methods_mod.Method:
+def build_method(profile: Profile, teacher_arch: str | None, student_arch: str, spec: dict) -> methods_mod.Method:
     """The method ``spec`` names (``{"method": name, **hyperparameters}``), with the hyperparameters
-    the papers give for the pair's comparable CIFAR-100 pair and the profile's CRD/RRD negatives."""
+    the papers give for the pair's comparable CIFAR-100 pair and the profile's CRD/RRD negatives.
+
+    Raises:
+        ValueError: an unknown method, hyperparameter, or a value of the wrong type or range.
+    """
+    if not (isinstance(spec, dict) and isinstance(spec.get("method"), str)):
+        raise ValueError(f"a run spec is {{'method': name, **hyperparameters}}, got {spec!r}")
     hp = _profile_defaults(profile, spec)
-    if teacher is None:
+    if teacher_arch is None:
         return methods_mod.create(spec["method"], **hp)
-    return methods_mod.for_pair(spec["method"], *profile.paper_pair((teacher.arch, student_arch)), **hp)
+    return methods_mod.for_pair(spec["method"], *profile.paper_pair((teacher_arch, student_arch)), **hp)
+
+
+def as_specs(methods: dict[str, dict] | list[str]) -> dict[str, dict]:
+    """``{label: spec}`` from method names or from ``{label: spec}`` itself."""
+    return {m: {"method": m} for m in methods} if isinstance(methods, (list, tuple)) else dict(methods)
 
 
 def cost(profile: Profile, teacher: Teacher | None, student_arch: str, spec: dict, dataset, *,
@@ -66,7 +77,7 @@ def cost(profile: Profile, teacher: Teacher | None, student_arch: str, spec: dic
     """
     device = device or profile.device
     ds = dataset.subset(train_images, test_images)
-    method = build_method(profile, teacher, student_arch, spec)
+    method = build_method(profile, teacher.arch if teacher else None, student_arch, spec)
     config = {**student_config(profile, teacher, student_arch, method, 0), "role": "cost",
               "timed": {"train_images": len(ds.train), "test_images": len(ds.test), "device": device}}
     store = Store(results_dir)
@@ -97,12 +108,13 @@ def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: d
     Returns:
         the records (one per method and seed), each with ``label`` added.
     """
-    specs = {m: {"method": m} for m in methods} if isinstance(methods, (list, tuple)) else methods
+    specs = as_specs(methods)
     store = Store(results_dir)
     device = device or profile.device
     out = []
     for seed in seeds or profile.seeds:
-        built = {label: build_method(profile, teacher, student_arch, spec) for label, spec in specs.items()}
+        built = {label: build_method(profile, teacher.arch if teacher else None, student_arch, spec)
+                 for label, spec in specs.items()}
         configs = [student_config(profile, teacher, student_arch, m, seed) for m in built.values()]
 
         def train_missing(missing: list[dict]) -> list[dict]:
@@ -116,13 +128,17 @@ def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: d
 
             students = [student(label, m) for (label, m), c in zip(built.items(), configs) if config_key(c) in keys]
             ckpt = Path(results_dir).parent / "checkpoints" / f"students-{config_key({'runs': keys})}.pt"
+            checkpoints.append(ckpt)
             opts = Options(device=device, amp=profile.amp, checkpoint=ckpt, resume=True, progress=progress)
             summaries = distill_many(students, teacher.model if teacher else None, ds, profile.student_recipe(),
                                      seed=seed, options=opts)
-            ckpt.unlink(missing_ok=True)
             return [{**summaries[s.name], "device": device} for s in students]
 
+        checkpoints: list[Path] = []
         recs = train_or_load(configs, train_missing, store, force) if train else [store.get(c) for c in configs]
+        for ckpt in checkpoints:  # only once every record is written: a kill before loses nothing
+            for group in (ckpt, *ckpt.parent.glob(f"{ckpt.stem}.group*{ckpt.suffix}")):
+                group.unlink(missing_ok=True)
         out += [{**rec, "label": label} for label, rec in zip(built, recs) if rec is not None]
     return out
 
@@ -130,7 +146,8 @@ def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: d
 # ---------------------------------------------------------------------------------------------
 # The pilot: how noisy and how dear the published profile's candidates are (chapter 0)
 
-PILOT_CELLS = ((10000, 15, 64), (2000, 15, 64), (10000, 8, 64), (10000, 15, 128), (10000, 30, 64), (60000, 8, 64))
+# Cells that share the 10 000-image teacher first, then the two other training sizes.
+PILOT_CELLS = ((10000, 15, 64), (10000, 8, 64), (10000, 15, 128), (10000, 30, 64), (2000, 15, 64), (60000, 8, 64))
 PILOT_SEEDS = (0, 1, 2, 3)
 PILOT_PAIR = ("resnet20", "resnet8")
 PILOT_STUDENTS = ("resnet8", "vgg8", "ShuffleV2", "ShuffleV1", "MobileNetV2")   # candidates of the cross pair
@@ -177,3 +194,38 @@ def pilot_costs(students=PILOT_STUDENTS, *, results_dir="results", data_root=Non
     return [{**cost(profile, teacher, arch, {"method": m}, ds, results_dir=results_dir,
                     train_images=PILOT_TIMED_IMAGES), "label": m, "student": arch}
             for arch in students for m in ("vanilla", "kd")]
+
+
+def pilot_table(records: list[dict]) -> "pd.DataFrame":
+    """The pilot's noise and cost per cell (chapter 0, "the pilot"), from :func:`pilot`'s records.
+
+    Returns:
+        one row per cell ``(train_size, epochs, batch_size)``: ``n`` (seeds with both runs),
+        ``vanilla``/``kd`` mean and sample std of the last-epoch accuracy (%), ``seed_sd`` (the
+        two methods' pooled seed std), ``paired_sd`` (std of the per-seed KD − vanilla
+        differences), ``gap`` (their mean), ``mde_n`` for n = 4, 5, 8 seeds at that paired std,
+        ``seeds_for_1`` (seeds for an MDE of 1 point), and ``group_s`` (mean wall-clock seconds
+        of one seed's two runs trained together, the teacher forward included).
+    """
+    import pandas as pd
+
+    from . import stats
+    rows = []
+    cells = sorted({r["cell"] for r in records}, key=lambda c: (c[0], c[1], c[2]))
+    for cell in cells:
+        acc = {m: {r["config"]["seed"]: r["last_acc"] for r in records
+                   if r["cell"] == cell and r["config"]["method"]["name"] == m} for m in ("vanilla", "kd")}
+        seeds = sorted(set(acc["vanilla"]) & set(acc["kd"]))
+        if len(seeds) < 2:
+            continue
+        v = pd.Series([acc["vanilla"][s] for s in seeds])
+        k = pd.Series([acc["kd"][s] for s in seeds])
+        d = stats.paired(k, v)
+        wall = [r["wall_time"] for r in records if r["cell"] == cell and r["config"]["method"]["name"] == "kd"]
+        rows.append({"train_size": cell[0], "epochs": cell[1], "batch_size": cell[2], "n": len(seeds),
+                     "vanilla_mean": v.mean(), "vanilla_sd": v.std(), "kd_mean": k.mean(), "kd_sd": k.std(),
+                     "seed_sd": ((v.var() + k.var()) / 2) ** 0.5, "gap": d.diff, "paired_sd": d.sd,
+                     **{f"mde_{n}": stats.mde(n, d.sd) for n in (4, 5, 8)},
+                     "seeds_for_1": stats.seeds_for(1.0, d.sd) if d.sd > 0 else 2,
+                     "group_s": sum(wall) / len(wall)})
+    return pd.DataFrame(rows)

@@ -18,7 +18,7 @@ hyperparameter sets them):
 Conventions:
 
 * Hyperparameters are constructor keyword arguments with the papers' CIFAR-100 defaults
-  (``reference/methods.md`` §9); :func:`create` records them as ``method.config``.
+  (each class's docstring names its source); :func:`create` records them as ``method.config``.
 * Epoch counts (warm-ups, init stages, EDT) are in epochs of the paper's run
   (``paper_epochs``: 240 for the CRD recipe, 200 for CD's) and become **optimizer steps** of
   this run with :meth:`Method.span` (the same fraction of the run, at least ``MIN_SPAN``
@@ -38,6 +38,7 @@ Conventions:
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -1142,14 +1143,53 @@ def _coerce(method: str, name: str, value, default):
     if isinstance(default, bool):
         return value if isinstance(value, bool) else fail("True or False")
     if isinstance(default, float):
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else fail("a number")
-    if isinstance(default, int):
-        return value if isinstance(value, int) and not isinstance(value, bool) else fail("an int")
-    if isinstance(default, str):
+        value = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else fail("a number")
+    elif isinstance(default, int):
+        value = value if isinstance(value, int) and not isinstance(value, bool) else fail("an int")
+    elif isinstance(default, str):
         return value if isinstance(value, str) else fail("a string")
-    if isinstance(default, tuple):
-        return tuple(value) if isinstance(value, (list, tuple)) else fail("a list or tuple")
+    elif isinstance(default, tuple):
+        value = tuple(value) if isinstance(value, (list, tuple)) else fail("a list or tuple")
+    _check_range(method, name, value)
     return value
+
+
+# Ranges by the hyperparameter's own name (the part after ``part__`` in a combination).
+_POSITIVE = {"T", "kd_T", "tf_T", "ss_T", "nce_t", "tau", "tau_s", "tau_t", "max_tau", "p", "k", "init_var",
+             "head_lr", "grad_clip"}
+_AT_LEAST_ONE = {"nce_k", "feat_dim", "hint_layer"}
+_UNIT = {"nce_m": (0.0, 1.0, "in [0, 1)"), "ratio_tf": (0.0, 1.0, "in (0, 1]"), "ratio_ss": (0.0, 1.0, "in (0, 1]"),
+         "cd_decay": (0.0, 1.0, "in (0, 1]")}
+
+
+def _check_range(method: str, name: str, value) -> None:
+    """Refuse values no paper's code could mean: NaN/Inf, non-positive temperatures and
+    learning rates, negative weights, warm-ups or epoch counts, empty pyramids."""
+    base = name.rpartition("__")[2]
+
+    def fail(expected: str):
+        raise ValueError(f"method {method!r}: hyperparameter {name}={value!r} is out of range; expected {expected}")
+
+    if isinstance(value, tuple):
+        if base.endswith("milestones") and not all(isinstance(v, int) and v >= 0 for v in value):
+            fail("non-negative epoch counts")
+        if base == "scales" and not (value and all(isinstance(v, int) and v >= 1 for v in value)):
+            fail("a non-empty list of positive ints")
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        fail("a finite number")
+    if base in _POSITIVE and not value > 0:
+        fail("a positive number")
+    if base in _AT_LEAST_ONE and not value >= 1:
+        fail("an int >= 1")
+    if base in _UNIT:
+        lo, hi, text = _UNIT[base]
+        inside = (lo <= value < hi) if base == "nce_m" else (lo < value <= hi)
+        if not inside:
+            fail(f"a number {text}")
+    if (base.endswith(("_weight", "_epochs")) or base in ("alpha", "beta", "gamma", "margin", "w_d", "w_a")) \
+            and not value >= 0:
+        fail("a number >= 0")
 
 
 def for_pair(name: str, teacher: str, student: str, dataset: str = "cifar100", **overrides) -> Method:

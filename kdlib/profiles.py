@@ -145,9 +145,22 @@ def get(name: str, **overrides) -> Profile:
             seeds = (seeds,)
         if not (isinstance(seeds, (list, tuple)) and seeds and all(_is_int(s) for s in seeds)):
             raise ValueError(f"seeds must be a non-empty list of ints, got {overrides['seeds']!r}")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct (a repeated seed would count one run twice), got {list(seeds)}")
         overrides["seeds"] = tuple(seeds)
     if "pairs" in overrides:
-        overrides["pairs"] = tuple(tuple(p) for p in overrides["pairs"])
+        from .models import list_models
+        pairs = overrides["pairs"]
+        if not (isinstance(pairs, (list, tuple)) and pairs
+                and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs)):
+            raise ValueError(f"pairs must be a non-empty list of [teacher, student] names, got {pairs!r}")
+        unknown = sorted({a for p in pairs for a in p if a not in list_models()})
+        if unknown:
+            raise ValueError(f"pairs name unknown models {unknown}; valid models: {', '.join(list_models())}")
+        overrides["pairs"] = tuple(tuple(p) for p in pairs)
+    for k in ("train_size", "test_size"):
+        if k in overrides and not (_is_int(overrides[k]) and overrides[k] >= 1):
+            raise ValueError(f"{k} must be a positive int (None: the whole split), got {overrides[k]!r}")
     return replace(PROFILES[name], **overrides)
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -56,17 +57,25 @@ class Store:
     """
 
     def __init__(self, root: str | Path = DEFAULT_DIR):
+        if not str(root).strip():
+            raise ValueError("results_dir is empty; expected a folder path such as 'results'")
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"results_dir {str(self.root)!r} is a file; expected a folder (created if missing)")
 
     def path(self, config: dict) -> Path:
         return self.root / f"{config_key(config)}.json"
 
     def get(self, config: dict) -> dict | None:
-        """The record of this exact config, or ``None``."""
+        """The record of this exact config, or ``None``.
+
+        Raises:
+            RecordError: the stored file is unreadable or not a valid record of this config.
+        """
         path = self.path(config)
         if not path.is_file():
             return None
-        return json.loads(path.read_text())
+        return read_record(path)
 
     def put(self, config: dict, summary: dict, device: str) -> dict:
         """Write the record of a finished run (atomically) and return it.
@@ -87,13 +96,71 @@ class Store:
 
     def records(self, **match) -> list[dict]:
         """All records whose config has the given values (dotted keys reach inside:
-        ``teacher.arch="resnet20"``)."""
+        ``teacher.arch="resnet20"``). Only files named ``<key>.json`` are records (a copy
+        under another name is not counted twice); each is validated as it is read.
+
+        Raises:
+            RecordError: a record file is damaged (named in the message).
+        """
         out = []
         for path in sorted(self.root.glob("*.json")):
-            rec = json.loads(path.read_text())
+            if not KEY_NAME.fullmatch(path.stem):
+                continue
+            rec = read_record(path)
             if all(_get(rec["config"], k) == v for k, v in match.items()):
                 out.append(rec)
         return out
+
+
+KEY_NAME = re.compile(r"[0-9a-f]{16}")
+
+
+class RecordError(ValueError):
+    """A stored record is unreadable or inconsistent (the message names the file and the fault)."""
+
+
+def read_record(path: str | Path) -> dict:
+    """Read and check one record file: valid JSON, the shape of a record, a key that matches
+    both its file name and its config, accuracies that are numbers in [0, 100], a seed that is
+    an int, a history whose last accuracy is the recorded one.
+
+    Raises:
+        RecordError: naming ``path`` and what is wrong (the file is left as it is).
+    """
+    path = Path(path)
+
+    def bad(why: str):
+        raise RecordError(f"record {str(path)!r} is damaged: {why}")
+
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        bad(f"unreadable ({type(e).__name__}: {e})")
+    if not isinstance(rec, dict) or not isinstance(rec.get("config"), dict) or not isinstance(rec.get("key"), str):
+        bad("not a record (expected a JSON object with 'key' and 'config')")
+    if rec["key"] != path.stem:
+        bad(f"its key {rec['key']!r} is not its file name")
+    if config_key(rec["config"]) != rec["key"]:
+        bad("its config does not hash to its key (edited by hand?)")
+    seed = rec["config"].get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        bad(f"its seed {seed!r} is not an int")
+    if "last_acc" in rec:
+        for field in ("last_acc", "best_acc"):
+            v = rec.get(field)
+            if not _is_accuracy(v):
+                bad(f"{field} is {v!r}; expected a percentage in [0, 100]")
+        history = rec.get("history")
+        if not isinstance(history, list) or not history or not all(
+                isinstance(h, dict) and _is_accuracy(h.get("test_acc")) for h in history):
+            bad("its history is not a non-empty list of epochs with accuracies in [0, 100]")
+        if history[-1]["test_acc"] != rec["last_acc"]:
+            bad("last_acc is not the last epoch's accuracy")
+    return rec
+
+
+def _is_accuracy(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 100
 
 
 def _get(d: dict, dotted: str):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import results
-from .io import file_sha256, save_checkpoint
+from .io import CheckpointError, file_sha256, save_checkpoint
 from .models import create_model, load_weights
 from .profiles import Profile
 from .train import Options, fit
@@ -94,5 +94,9 @@ def from_checkpoint(arch: str, path, num_classes: int = 100, in_channels: int = 
     """A teacher from a checkpoint file in any community format (RepDistiller, SSKD, bare)."""
     path = Path(path)
     model = load_weights(create_model(arch, num_classes=num_classes, in_channels=in_channels), path)
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"teacher checkpoint {str(path)!r} holds NaN/Inf weights ({', '.join(bad[:3])}); "
+                              "retrain the teacher (force=True) or use another checkpoint")
     acc = record["last_acc"] if record else float("nan")
     return Teacher(arch, model.eval().requires_grad_(False), path, file_sha256(path), acc, record)

@@ -188,6 +188,10 @@ def distill_many(students: list[Student], teacher: nn.Module | None, dataset: Da
         image, encoded (:func:`kdlib.results.predictions` decodes it).
     """
     opts = options or Options()
+    if not (isinstance(recipe.epochs, int) and recipe.epochs >= 1):
+        raise ValueError(f"recipe.epochs must be an int >= 1, got {recipe.epochs!r}")
+    if teacher is not None:
+        _check_finite_teacher(teacher)
     groups: dict[tuple, list[Student]] = {}
     for s in students:
         groups.setdefault((s.method.needs_rotations, s.method.teacher_train_mode), []).append(s)
@@ -284,19 +288,26 @@ class _Run:
             if Path(path).exists():
                 raise
             return  # none, or just removed by a finished run of the same config: start afresh
-        for s in self.students:
-            if s.name not in state["students"]:
-                raise ValueError(f"checkpoint {path} has no student {s.name!r} (it has {list(state['students'])})")
-            st = state["students"][s.name]
-            s.model.load_state_dict(st["model"])
-            s.method.load_state_dict(st["method"])
-            s.optimizer.load_state_dict(st["optimizer"])
-            s.history = list(st["history"])
-            s.rng = {k: v.cpu() for k, v in st["rng"].items()}
-            s.predictions = st.get("predictions")
-        if state.get("teacher") is not None:
-            self.teacher.load_state_dict(state["teacher"])
-        self.start_epoch = state["epoch"] + 1
+        try:
+            for s in self.students:
+                if s.name not in state["students"]:
+                    raise ValueError(f"it has no student {s.name!r} (it has {list(state['students'])})")
+                st = state["students"][s.name]
+                s.model.load_state_dict(st["model"])
+                s.method.load_state_dict(st["method"])
+                s.optimizer.load_state_dict(st["optimizer"])
+                s.history = list(st["history"])
+                s.rng = {k: v.cpu() for k, v in st["rng"].items()}
+                s.predictions = st.get("predictions")
+            if state.get("teacher") is not None:
+                self.teacher.load_state_dict(state["teacher"])
+            epoch = state["epoch"]
+            if not (isinstance(epoch, int) and 0 <= epoch <= self.recipe.epochs):
+                raise ValueError(f"its epoch {epoch!r} is not in 0..{self.recipe.epochs}")
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise CheckpointError(f"resume checkpoint {str(path)!r} does not belong to this run or is malformed "
+                                  f"({type(e).__name__}: {e}); delete it to start afresh") from None
+        self.start_epoch = epoch + 1
 
     def _save(self, epoch: int):
         if self.opts.checkpoint and self.rank == 0:
@@ -477,6 +488,13 @@ class _TermStats:
             if int(v) >= 0:
                 raise NonFiniteLossError(f"student {student!r}: loss term {k!r} became NaN/Inf at epoch {epoch}, "
                                          f"step {int(v)}; the run stopped and its last checkpoint is kept")
+
+
+def _check_finite_teacher(teacher: nn.Module) -> None:
+    bad = [name for name, p in teacher.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise ValueError(f"the teacher's weights hold NaN/Inf ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
+                         "retrain it or load another checkpoint")
 
 
 def _check_finite_weights(s: Student, epoch: int) -> None:

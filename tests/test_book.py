@@ -96,3 +96,25 @@ def _page_requests(netlog: Path, base: str) -> set[str]:
     types = {v: k for k, v in log["constants"]["logEventTypes"].items()}
     return {e["params"]["url"] for e in log["events"]
             if types.get(e["type"]) == "URL_REQUEST_START_JOB" and e.get("params", {}).get("initiator") == base}
+
+
+def _param_notebook(path):
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('profile: str = "smoke"\nseeds: list = None', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('from kdlib.chapter import Chapter\nprint(Chapter("t", profile=profile, seeds=seeds).profile.seeds)')])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_papermill_list_parameters_arrive_as_lists_and_unknown_ones_stop(tmp_path):
+    """`-p seeds "[0, 1, 2]"` (papermill passes the text) gives seeds 0, 1, 2; `-p epochs -1`,
+    a parameter the chapter does not have, stops it with an error naming the valid ones."""
+    import papermill as pm
+    src, out = tmp_path / "t.ipynb", tmp_path / "out.ipynb"
+    _param_notebook(src)
+    pm.execute_notebook(src, out, parameters={"seeds": "[0, 1, 2]"}, kernel_name="python3", progress_bar=False)
+    assert json.loads(out.read_text())["cells"][-1]["outputs"][0]["text"].strip() == "(0, 1, 2)"
+    with pytest.raises(pm.PapermillExecutionError, match=r"unknown parameter\(s\) epochs; this chapter's parameters "
+                                                         r"are profile, seeds"):
+        pm.execute_notebook(src, out, parameters={"epochs": -1}, kernel_name="python3", progress_bar=False)

@@ -1,4 +1,4 @@
-"""CRD, DCD and RRD against the reference fixtures, plus the invariants of methods.md §11."""
+"""CRD, DCD and RRD against the reference fixtures, plus the invariants chapter 3 derives."""
 from __future__ import annotations
 
 import copy

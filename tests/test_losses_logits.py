@@ -81,7 +81,7 @@ def test_dist_matches_reference(case):
     _check(losses.dist, a, tol, "output/loss", "grad/logits_s", "logits_s", "logits_t", **hp)
 
 
-# ---- invariants (reference/methods.md §11) -------------------------------------------------
+# ---- invariants (closed forms each chapter derives) -------------------------------------------------
 
 def _logits(B=8, K=10, scale=3.0):
     return scale * torch.randn(B, K), scale * torch.randn(B, K)

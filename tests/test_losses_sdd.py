@@ -100,7 +100,7 @@ def test_sdd_end_to_end_from_maps_matches_reference(case):
     assert_close(fc_s.bias.grad, a, tol, "grad/fc_bias_s")
 
 
-# ---- invariants (reference/methods.md §11) -------------------------------------------------
+# ---- invariants (closed forms each chapter derives) -------------------------------------------------
 
 def _rows(patch):
     """(B, K, N) -> (B·N, K): every cell as a sample."""

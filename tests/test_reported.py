@@ -1,4 +1,4 @@
-"""kdlib.reported: the papers' numbers and per-pair hyper-parameters as data (DESIGN §4.7)."""
+"""kdlib.reported: the papers' numbers and per-pair hyper-parameters as data (kdlib/reported.py)."""
 from __future__ import annotations
 
 import pandas as pd

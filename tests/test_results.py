@@ -229,3 +229,17 @@ def test_every_committed_record_is_found_again_by_the_current_code():
         recipe = p.teacher_recipe() if c["role"] == "teacher" else p.student_recipe()
         assert json.loads(json.dumps(asdict(recipe))) == c["recipe"], path.name
         assert p.data_config() == c["data"], path.name
+
+
+def test_pilot_table_measures_noise_per_cell():
+    from kdlib import stats
+    recs = []
+    for s, (v, k) in enumerate([(80.0, 81.0), (81.0, 82.5), (79.5, 80.0), (80.5, 81.9)]):
+        for m, acc in (("vanilla", v), ("kd", k)):
+            recs.append({"cell": (10000, 15, 64), "last_acc": acc, "wall_time": 100.0 + s,
+                         "config": {"seed": s, "method": {"name": m}}})
+    row = experiments.pilot_table(recs).iloc[0]
+    d = [1.0, 1.5, 0.5, 1.4]
+    assert row.n == 4 and row.gap == pytest.approx(sum(d) / 4) and row.paired_sd == pytest.approx(pd.Series(d).std())
+    assert row.mde_5 == pytest.approx(stats.mde(5, row.paired_sd)) and row.group_s == pytest.approx(101.5)
+    assert stats.mde(int(row.seeds_for_1), row.paired_sd) <= 1.0

@@ -1,4 +1,4 @@
-"""Every loss of the five papers and their baselines (DESIGN §9 names).
+"""Every loss of the five papers and their baselines (the names the chapters use).
 
 Stateless losses are pure functions ``loss(student..., teacher...)``; losses with state or
 parameters are small ``nn.Module``s. Teacher-side inputs are treated as constants and every

@@ -1,4 +1,4 @@
-"""The float32 guard shared by every loss (DESIGN §4.2: losses compute in fp32 under autocast)."""
+"""The float32 guard shared by every loss (every loss computes in fp32, also under autocast)."""
 from __future__ import annotations
 
 import functools

@@ -32,7 +32,8 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
 # ---- notebook parameters (what papermill injects) ------------------------------------------
 
 @pytest.mark.parametrize("params, message", [
-    (dict(seeds="1"), "seeds must be a non-empty list of ints, got '1'"),
+    (dict(seeds="zero"), "parameter seeds='zero' is invalid: expected a list of ints such as [0, 1, 2]"),
+    (dict(seeds="[0, 'a']"), "seeds must be a non-empty list of ints, got [0, 'a']"),
     (dict(seeds=True), "seeds must be a non-empty list of ints, got True"),
     (dict(epochs=-1), "epochs must be a positive int, got -1"),
     (dict(epochs=True), "epochs must be a positive int, got True"),
