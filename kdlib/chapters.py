@@ -65,7 +65,7 @@ CH3_SAME = ["vanilla", "kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "a
             "crd", "crd+kd", "dcd", "dcd+kd", "rrd", "rrd+kd"]
 CH3_CROSS = ["vanilla", "kd", "crd", "crd+kd", "dcd", "dcd+kd", "rrd", "rrd+kd"]
 SSKD_RUNS = ["vanilla", "kd", "crd", "sskd"]
-TTM_RUNS = ["vanilla", "kd", "dkd", "dist", "ttm", "wttm", "wttm+crd"]
+TTM_RUNS = ["vanilla", "kd", "dkd", "dist", "ttm", "wttm", "wttm+crd", "itrd", "wttm+itrd"]
 
 CHAPTERS = {
     "00_foundations": ChapterRuns(
@@ -86,7 +86,8 @@ CHAPTERS = {
         (Claim("sskd", "kd", "sskd"), Claim("sskd", "crd", "sskd"))),
     "05_ttm": ChapterRuns(
         "TTM and WTTM", specs(TTM_RUNS), specs(TTM_RUNS),
-        (Claim("ttm", "kd", "ttm"), Claim("wttm", "ttm", "ttm"), Claim("wttm+crd", "wttm", "ttm"))),
+        (Claim("ttm", "kd", "ttm"), Claim("wttm", "ttm", "ttm"), Claim("wttm+crd", "wttm", "ttm"),
+         Claim("wttm+itrd", "wttm", "ttm"), Claim("wttm+itrd", "itrd", "ttm"))),
 }
 
 

@@ -1007,6 +1007,39 @@ class RRD(Distillation):
         return {"rrd": self.rrd_weight * self.rrd(fs.pooled, ft.pooled)}
 
 
+class ITRD(Distillation):
+    """Information-theoretic representation distillation (chapter 5 "TTM and WTTM", the
+    ``wttm+itrd`` row): ``CE + corr_weight·itrd_correlation(z, f_t; α) + mutual_weight·itrd_mutual``.
+
+    ``z = Linear(d_s, d_t)(f_s)`` embeds the student's pooled features to the teacher's width
+    (the teacher is never projected); the mutual term sees ``z`` only when the widths differ,
+    as the TTM repository's ``ITLoss``. Its defaults are that code's (λ_corr 2, λ_mi 1,
+    α 1.5); per pair α is 1.01 for same-architecture pairs (:func:`for_pair`). The original
+    asks the networks for pre-activation features, but the pooled vector it reads (RepDistiller's
+    ``feat[-1]``) is the same with or without them, so no pre-activation pass is needed.
+    """
+
+    name = "itrd"
+    terms = ("ce", "itrd_corr", "itrd_mutual")
+
+    def __init__(self, ce_weight: float = 1.0, corr_weight: float = 2.0, mutual_weight: float = 1.0,
+                 alpha: float = 1.5):
+        super().__init__(ce_weight)
+        self.corr_weight, self.mutual_weight, self.alpha = corr_weight, mutual_weight, alpha
+
+    def setup(self, info):
+        super().setup(info)
+        d_s, d_t = info.feats_s.pooled.shape[1], info.feats_t.pooled.shape[1]
+        self.embed = nn.Linear(d_s, d_t)
+        self.project_mutual = d_s != d_t
+
+    def distill(self, batch, fs, ft, step):
+        z = self.embed(fs.pooled)
+        return {"itrd_corr": self.corr_weight * losses.itrd_correlation(z, ft.pooled, self.alpha),
+                "itrd_mutual": self.mutual_weight * losses.itrd_mutual(z if self.project_mutual else fs.pooled,
+                                                                        ft.pooled)}
+
+
 # ---------------------------------------------------------------------------------------------
 # SSKD (chapter 4)
 
@@ -1071,6 +1104,9 @@ combo("rrd+kd", "CE + KD (weight 1) + RRD (chapter 3 \"DCD and RRD\").",
 combo("wttm+crd", "CE + WTTM + 0.8·CRD (chapter 5 \"TTM and WTTM\"); defaults are the "
       "README's vgg13→vgg8 example (γ=0.2, β=4), per pair via for_pair.",
       {"wttm": (WTTM, {"gamma": 0.2, "wttm_weight": 4.0}), "crd": (CRD, {})})
+combo("wttm+itrd", "CE + WTTM + ITRD, the best row of the TTM tables (chapter 5 \"TTM and WTTM\"); defaults "
+      "are vgg13→vgg8's (γ=0.1, β=0.5, α=1.01), per pair via for_pair; ITRD's weight is 1.",
+      {"wttm": (WTTM, {"gamma": 0.1, "wttm_weight": 0.5}), "itrd": (ITRD, {"alpha": 1.01})})
 
 # reported.pair_hparams names -> constructor names
 _PAIR_PARAMS = {
@@ -1081,6 +1117,8 @@ _PAIR_PARAMS = {
     "ttm": {"gamma": "gamma", "beta": "ttm_weight"},
     "wttm": {"gamma": "gamma", "beta": "wttm_weight"},
     "wttm+crd": {"gamma": "wttm__gamma", "beta": "wttm__wttm_weight"},
+    "itrd": {"alpha_it": "alpha"},
+    "wttm+itrd": {"gamma": "wttm__gamma", "beta": "wttm__wttm_weight", "alpha_it": "itrd__alpha"},
 }
 
 

@@ -430,3 +430,25 @@ def test_trains_through_the_trainer(name, init_steps, synthetic):
     assert len(steps) == init_steps          # 32 images in batches of 16: a 2-step run, init stages of MIN_SPAN
     assert set(summary["history"][0]["terms"]) == set(method.terms)
     assert all(torch.isfinite(torch.tensor(v)) for v in summary["history"][0]["terms"].values())
+
+
+def test_itrd_reads_the_pooled_features_which_preact_does_not_change():
+    """ITRD's original asks for pre-activation features; the pooled vector it uses is the same."""
+    teacher, student = nets(SAME)
+    x = torch.randn(4, 1, 32, 32)
+    for net in (teacher, student):
+        net.eval()
+        torch.testing.assert_close(net.forward_features(x, preact=True).pooled, net.forward_features(x).pooled)
+
+
+def test_itrd_terms_and_per_pair_values():
+    method, teacher, student, terms = step("itrd", SAME)
+    b = batch(method)
+    fs, ft = features(method, teacher, student, b)
+    got = method(b, fs, ft, 1)
+    z = method.embed(fs.pooled)
+    torch.testing.assert_close(got["itrd_corr"], 2.0 * losses.itrd_correlation(z, ft.pooled, 1.5))
+    torch.testing.assert_close(got["itrd_mutual"], losses.itrd_mutual(fs.pooled, ft.pooled))  # equal widths
+    assert methods.for_pair("itrd", "resnet56", "resnet20").alpha == 1.01
+    w = methods.for_pair("wttm+itrd", "ResNet50", "MobileNetV2")
+    assert (w.parts["wttm"].gamma, w.parts["wttm"].wttm_weight, w.parts["itrd"].alpha) == (0.2, 0.02, 1.5)

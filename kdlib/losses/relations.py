@@ -1,4 +1,5 @@
-"""Relational baselines: SP, CC, RKD and PKT (as benchmarked by RepDistiller/CRD).
+"""Relational losses: SP, CC, RKD and PKT (as benchmarked by RepDistiller/CRD), and ITRD's two
+information-theoretic terms (chapter 5).
 
 They transfer how samples of a batch relate to each other (similarities, distances, angles,
 probability kernels) rather than the samples' own outputs, so teacher and student features
@@ -13,7 +14,7 @@ from torch import Tensor
 
 from ._fp32 import fp32
 
-__all__ = ["sp", "cc", "rkd", "pkt"]
+__all__ = ["sp", "cc", "rkd", "pkt", "itrd_correlation", "itrd_mutual"]
 
 
 def _row_normalised_gram(f: Tensor) -> Tensor:
@@ -121,3 +122,54 @@ def pkt(f_s: Tensor, f_t: Tensor) -> Tensor:
     """
     p_s, p_t = _cosine_kernel(f_s), _cosine_kernel(f_t.detach())
     return (p_t * torch.log((p_t + _PKT_EPS) / (p_s + _PKT_EPS))).mean()
+
+
+@fp32
+def itrd_correlation(z_s: Tensor, f_t: Tensor, alpha: float = 1.5) -> Tensor:
+    """ITRD's correlation term (Miles et al., BMVC 2022): ``log2 Σ_d |c_d − 1|^(2α)``.
+
+    Both features are standardised per dimension over the batch (mean 0, unbiased std 1);
+    ``c_d = (1/B) Σ_b ẑ_{b,d} f̂_{b,d}`` is the correlation of dimension ``d`` between the
+    student's embedded and the teacher's features. The loss drives every ``c_d`` to 1 (the
+    student's dimension d moves with the teacher's); α (Rényi's order) sharpens the penalty
+    on the dimensions that lag most.
+
+    Args:
+        z_s: ``(B, D)`` the student's features embedded to the teacher's width (ITRD's
+            ``Linear(d_s, d_t)``).
+        f_t: ``(B, D)`` the teacher's pooled features (detached).
+        alpha: Rényi's α (the TTM repository: 1.01 for same-architecture pairs, 1.5 otherwise).
+
+    Returns:
+        A scalar. Book: chapter 5 "TTM and WTTM" (WTTM+ITRD).
+    """
+    f_t = f_t.detach()
+    b = z_s.shape[0]
+    zs = (z_s - z_s.mean(0)) / z_s.std(0)
+    ft = (f_t - f_t.mean(0)) / f_t.std(0)
+    c = (zs * ft).sum(0) / b
+    return torch.log2((c - 1).abs().pow(2 * alpha).sum())
+
+
+@fp32
+def itrd_mutual(z_s: Tensor, f_t: Tensor) -> Tensor:
+    """ITRD's mutual-information term: ``Σ (G_s / tr G_s)² − (G_st / tr G_st)²``.
+
+    ``G_s``, ``G_t`` are the ``B×B`` Gram matrices of the L2-normalised rows and
+    ``G_st = G_s ⊙ G_t`` their joint (Hadamard) kernel; with Rényi's matrix entropy of order 2,
+    ``Σ Ĝ²`` is the exponential of minus the entropy, so the loss is
+    ``exp(−H₂(Ĝ_s)) − exp(−H₂(Ĝ_st))``: minimising it raises the joint entropy against the
+    student's own, i.e. the information the student's batch geometry shares with the teacher's.
+
+    Args:
+        z_s: ``(B, D)`` the student's features, embedded to the teacher's width only when the
+            widths differ (as the original code does).
+        f_t: ``(B, D_t)`` the teacher's pooled features (detached).
+
+    Returns:
+        A scalar. Book: chapter 5 "TTM and WTTM" (WTTM+ITRD).
+    """
+    zs, ft = F.normalize(z_s, dim=1), F.normalize(f_t.detach(), dim=1)
+    g_s = zs @ zs.T
+    g_st = g_s * (ft @ ft.T)
+    return ((g_s / torch.trace(g_s)).pow(2) - (g_st / torch.trace(g_st)).pow(2)).sum()
