@@ -179,3 +179,10 @@ def verdicts(records: list[dict], claims, profile, title: str | None = None) -> 
     if profile.verdicts:
         markdown(stats.summary(df))
     return df
+
+
+def failed_note(note: str, what: str = "the figure") -> None:
+    """Say which runs were left out of ``what`` because they failed to train (a note from
+    :func:`kdlib.results.split_health`); nothing when none did."""
+    if note:
+        markdown(f"*Left out of {what} because they failed to train (chapter 0, \"How the book judges\"): {note}.*")

@@ -237,6 +237,21 @@ def with_health(records: list[dict]) -> list[dict]:
     return [{**r, "health": health(r, vanillas.get(context(r)))} for r in records]
 
 
+def split_health(records: list[dict], among: list[dict] = ()) -> tuple[list[dict], str]:
+    """The runs of ``records`` that trained, and a note naming the others with their diagnosis
+    (health against the vanilla student of the same seed found in ``records`` or ``among``).
+
+    Returns:
+        ``(healthy records, "label on pair, seed s: diagnosis; ...")`` (an empty note when all trained).
+    """
+    marked = with_health(list(records) + list(among))[:len(records)]
+    ok = [r for r, m in zip(records, marked) if m["health"]["trained"]]
+    note = "; ".join(f"{m.get('label', m['config']['method']['name'])}"
+                     f"{' on ' + m['pair'] if m.get('pair') else ''}, seed {m['config']['seed']}: "
+                     f"{m['health']['diagnosis']}" for m in marked if not m["health"]["trained"])
+    return ok, note
+
+
 def predictions(record: dict) -> np.ndarray:
     """The predicted class of every test image at the last epoch, int64 ``(N,)`` in the test
     split's order (records written before predictions were stored raise ``KeyError``)."""
@@ -316,8 +331,13 @@ def ours_vs_paper(records: list[dict], paper: pd.DataFrame, by: str = "label") -
 
     Returns:
         columns ``method``, ``paper top-1``, ``paper gain``, ``ours last``, ``ours best``
-        (mean ± std over seeds, %), ``n``, ``our gain`` (last-epoch mean minus vanilla's).
+        (mean ± std over seeds, %), ``n``, ``our gain`` (last-epoch mean minus vanilla's; a
+        method with a run that failed to train shows ``failed: <diagnosis>`` instead).
     """
+    failed = {}
+    for r in with_health(records):
+        if not r["health"]["trained"]:
+            failed.setdefault(r.get(by), r["health"]["diagnosis"])
     ours = table([{**r, "config": {**r["config"], by: r.get(by)}} for r in records], by=[by])
     last = ours.set_index(by)["last_acc_mean"]
     base = last.get("vanilla")
@@ -333,5 +353,7 @@ def ours_vs_paper(records: list[dict], paper: pd.DataFrame, by: str = "label") -
                      "ours last": mean_std(pd.DataFrame([row]), "last_acc").iloc[0],
                      "ours best": mean_std(pd.DataFrame([row]), "best_acc").iloc[0],
                      "n": int(row["n"]),
-                     "our gain": "–" if base is None or name == "vanilla" else f"{row['last_acc_mean'] - base:+.2f}"})
+                     "our gain": (f"failed: {failed[name]}" if name in failed else
+                                  "– (the vanilla student failed)" if "vanilla" in failed and name != "vanilla" else
+                                  "–" if base is None or name == "vanilla" else f"{row['last_acc_mean'] - base:+.2f}")})
     return pd.DataFrame(rows)

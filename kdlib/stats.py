@@ -203,7 +203,7 @@ def claims(runs, rows: list[dict], metric: str = "last_acc", confidence: float =
         metric: ``last_acc`` (the book's primary number) or ``best_acc``.
 
     Returns:
-        a DataFrame, one row per claim: ``claim``, ``pair``, ``paper_gap``, ``source``,
+        a DataFrame, one row per claim: ``claim``, ``a``, ``b``, ``pair``, ``paper_gap``, ``source``,
         ``diff``, ``low``, ``high`` (our paired interval), ``mde``, ``n``, ``p``, ``p_holm``
         (Holm over the claims that have a verdict) and ``verdict`` (:data:`VERDICTS`, or
         :data:`FAILED` with the diagnosis in ``note``, or ``"not run"``).
@@ -213,7 +213,7 @@ def claims(runs, rows: list[dict], metric: str = "last_acc", confidence: float =
     out = []
     for row in rows:
         a, b, pair = row["a"], row["b"], row.get("pair")
-        base = {"claim": row.get("claim", f"{a} vs {b}"), "pair": pair, "paper_gap": row["paper_gap"],
+        base = {"claim": row.get("claim", f"{a} vs {b}"), "a": a, "b": b, "pair": pair, "paper_gap": row["paper_gap"],
                 "source": row.get("source", "")}
         va, vb, failed = seed_pairs(runs, a, b, pair, metric)
         if failed:
@@ -226,8 +226,8 @@ def claims(runs, rows: list[dict], metric: str = "last_acc", confidence: float =
         known = math.isfinite(row["paper_gap"])
         out.append({**base, "diff": c.diff, "low": c.low, "high": c.high, "mde": c.mde, "n": c.n, "p": c.p,
                     "verdict": verdict(c, row["paper_gap"]) if known else NO_PAPER, "note": ""})
-    df = pd.DataFrame(out, columns=["claim", "pair", "paper_gap", "source", "diff", "low", "high", "mde", "n", "p",
-                                    "verdict", "note"])
+    df = pd.DataFrame(out, columns=["claim", "a", "b", "pair", "paper_gap", "source", "diff", "low", "high", "mde", "n",
+                                    "p", "verdict", "note"])
     df["p_holm"] = holm(df["p"].to_numpy(float))
     return df
 
@@ -244,6 +244,41 @@ def summary(df) -> str:
     tail = (f"; the smallest true gap these {len(mdes)} comparisons detect with 80 % power (MDE) is "
             f"{mdes.min():.2f} to {mdes.max():.2f} points" if len(mdes) else "")
     return f"Of {len(df)} checks: " + ", ".join(parts) + tail + "."
+
+
+def describe(r, verdicts: bool = True) -> str:
+    """One claim of a :func:`claims` table in words: our gap with its interval against the
+    paper's (or a control's 0), and the verdict when the profile gives verdicts."""
+    if r.verdict in (FAILED, "not run"):
+        return f"{r.claim} on {r.pair}: {r.verdict}"
+    ours = f"{r['diff']:+.2f}" + (f" [{r.low:+.2f}, {r.high:+.2f}]" if math.isfinite(r.low) else " (no interval)")
+    paper = ("an expected 0 (control)" if r.source == "control" else
+             f"the paper's {r.paper_gap:+.2f}" if math.isfinite(r.paper_gap) else "no paper number")
+    judged = verdicts and r.verdict != NO_PAPER
+    return f"{r.claim} on {r.pair}: {ours} against {paper}" + (f", {r.verdict}" if judged else "")
+
+
+def to_resolve(runs, df, metric: str = "last_acc") -> str:
+    """What would decide the claims of a :func:`claims` table that the interval leaves open: the
+    seeds a paired t-test needs to detect each paper's gap with 80 % power at the spread of its
+    measured differences ("" when none is open)."""
+    notes = []
+    for r in df.itertuples():
+        if r.verdict != "unresolved" or not (isinstance(r.paper_gap, float) and math.isfinite(r.paper_gap)):
+            continue
+        if r.n < 2:
+            notes.append(f"{r.claim} on {r.pair} has {int(r.n)} seed, hence no interval")
+            continue
+        va, vb, _ = seed_pairs(runs, r.a, r.b, r.pair, metric)
+        sd = paired(va, vb).sd
+        try:
+            need = f"about {seeds_for(abs(r.paper_gap), sd)}"
+        except ValueError:
+            need = "more than 1000"
+        notes.append(f"{r.claim} on {r.pair} needs {need} seeds at its spread (sd of the paired differences {sd:.2f})")
+    if not notes:
+        return ""
+    return f"To detect the paper's gap with {MDE_POWER:.0%} power: " + "; ".join(notes) + "."
 
 
 def claims_view(df):

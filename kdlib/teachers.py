@@ -1,4 +1,4 @@
-"""The teacher zoo of a profile: train a teacher once, then load it (chapter 0, "the teacher zoo").
+"""The teacher zoo of a profile: train a teacher once, then load it (chapter 0, "the teachers of this profile").
 
 Teachers live in ``<results_dir>/teachers/<arch>-<key>.pt`` in RepDistiller's format
 (``{'model': state_dict, 'accuracy': ..., 'epoch': ...}``) beside their run record, so the

@@ -1,4 +1,4 @@
-"""The uniform feature interface every kdlib model exposes (chapter 0, "the teacher zoo").
+"""The uniform feature interface every kdlib model exposes (chapter 0, "the teachers of this profile").
 
 A model's ``forward(x)`` returns logits; ``forward_features(x, preact=False)`` returns a
 :class:`Features`. The fields mirror RepDistiller's ``is_feat``/``preact`` lists
