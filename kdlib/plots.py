@@ -89,16 +89,15 @@ def training_curves(records: list[dict], y: str = "test_acc", hue: str = "label"
 
 
 def vs_param(records: list[dict], param: str, metric: str = "last_acc", hue: str | None = "pair", ax=None,
-             title: str | None = None, log: bool = False):
-    """Accuracy (%) against a method hyperparameter (read from each record's config), mean ± std."""
+             title: str | None = None):
+    """Accuracy (%) against a method hyperparameter (read from each record's config), mean ± std,
+    one categorical position per value (numeric sweeps on a log axis: :func:`sweep`)."""
     df = runs_frame(records)
     df[param] = [str(r["config"]["method"].get(param)) if isinstance(r["config"]["method"].get(param), (list, tuple))
                  else r["config"]["method"].get(param) for r in records]
     ax = ax or plt.subplots()[1]
     sns.pointplot(df, x=param, y=metric, hue=hue, errorbar="sd", capsize=0.1, ax=ax, dodge=0.2 if hue and df[hue].nunique() > 1 else False)
     ax.set_ylabel("test accuracy (%)")
-    if log:
-        ax.set_xscale("log")
     if title:
         ax.set_title(title)
     return ax
@@ -130,7 +129,7 @@ def explore(draw: Callable, sliders: dict, grid: dict, title: str | None = None,
     for ax, combo in zip(axes.flat, combos):
         params = dict(zip(names, combo))
         draw(ax, **params)
-        ax.set_title(", ".join(f"{k} = {v}" for k, v in params.items()), fontsize="small")
+        ax.set_title(", ".join(f"{k} = {v}" for k, v in params.items()), fontsize=9)
     if title:
         fig.suptitle(title)
     plt.show()
@@ -172,8 +171,8 @@ def verdicts(records: list[dict], claims, profile, title: str | None = None) -> 
     if title:
         markdown(f"**{title}**")
     if not profile.verdicts:
-        markdown(f"*The {profile.name} profile gives no verdicts: its seed spread cannot separate gaps of "
-                 f"this size (the MDE column says how large a gap it could detect).*")
+        markdown(f"*The {profile.name} profile is a teaching profile and gives no verdicts: it was not designed "
+                 f"for power (the MDE column says how large a gap each comparison could detect).*")
         view = view.drop(columns=["p (Holm)", "verdict"])
     display(view.style.hide())
     if profile.verdicts:

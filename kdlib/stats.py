@@ -237,6 +237,8 @@ def summary(df) -> str:
     could not be judged (failed runs), and the range of the MDE of the comparisons."""
     counts = df.verdict.value_counts()
     parts = [f"{int(counts.get(v, 0))} {v}" for v in VERDICTS]
+    if counts.get(NO_PAPER, 0):
+        parts.append(f"{int(counts[NO_PAPER])} without a paper number to judge against")
     if counts.get(FAILED, 0):
         parts.append(f"{int(counts[FAILED])} not judged (a run failed to train)")
     mdes = df.mde.astype(float)

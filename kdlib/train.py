@@ -59,6 +59,8 @@ class Recipe:
     def lr_for(self, model: nn.Module) -> float:
         """Base learning rate of ``model``: ``low_lr`` for the zoo's MobileNetV2 and ShuffleNets
         (the architecture is read from the model itself, see :func:`kdlib.models.arch_of`)."""
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"lr_for takes the network (its architecture is read from it), got {model!r}")
         return self.low_lr if arch_of(model) in LOW_LR_ARCHS else self.lr
 
     def lr_factor(self, epoch: int) -> float:
