@@ -248,41 +248,6 @@ def summary(df) -> str:
     return f"Of {len(df)} checks: " + ", ".join(parts) + tail + "."
 
 
-def describe(r, verdicts: bool = True) -> str:
-    """One claim of a :func:`claims` table in words: our gap with its interval against the
-    paper's (or a control's 0), and the verdict when the profile gives verdicts."""
-    if r.verdict in (FAILED, "not run"):
-        return f"{r.claim} on {r.pair}: {r.verdict}"
-    ours = f"{r['diff']:+.2f}" + (f" [{r.low:+.2f}, {r.high:+.2f}]" if math.isfinite(r.low) else " (no interval)")
-    paper = ("an expected 0 (control)" if r.source == "control" else
-             f"the paper's {r.paper_gap:+.2f}" if math.isfinite(r.paper_gap) else "no paper number")
-    judged = verdicts and r.verdict != NO_PAPER
-    return f"{r.claim} on {r.pair}: {ours} against {paper}" + (f", {r.verdict}" if judged else "")
-
-
-def to_resolve(runs, df, metric: str = "last_acc") -> str:
-    """What would decide the claims of a :func:`claims` table that the interval leaves open: the
-    seeds a paired t-test needs to detect each paper's gap with 80 % power at the spread of its
-    measured differences ("" when none is open)."""
-    notes = []
-    for r in df.itertuples():
-        if r.verdict != "unresolved" or not (isinstance(r.paper_gap, float) and math.isfinite(r.paper_gap)):
-            continue
-        if r.n < 2:
-            notes.append(f"{r.claim} on {r.pair} has {int(r.n)} seed, hence no interval")
-            continue
-        va, vb, _ = seed_pairs(runs, r.a, r.b, r.pair, metric)
-        sd = paired(va, vb).sd
-        try:
-            need = f"about {seeds_for(abs(r.paper_gap), sd)}"
-        except ValueError:
-            need = "more than 1000"
-        notes.append(f"{r.claim} on {r.pair} needs {need} seeds at its spread (sd of the paired differences {sd:.2f})")
-    if not notes:
-        return ""
-    return f"To detect the paper's gap with {MDE_POWER:.0%} power: " + "; ".join(notes) + "."
-
-
 def claims_view(df):
     """:func:`claims` as the book shows it: human headers, our gap with its interval, the MDE,
     Holm's p, the verdict (a failed run's diagnosis in place of numbers)."""

@@ -126,16 +126,3 @@ def test_summary_sentence_counts_verdicts():
     assert list(df.verdict) == ["consistent", stats.NO_PAPER]
     text = stats.summary(df)
     assert text.startswith("Of 2 checks: 1 consistent, 0 contradicts, 0 unresolved") and "MDE" in text
-
-
-def test_describe_and_what_would_resolve():
-    runs = frame([("kd", s, 75.0 + s, True, "") for s in range(3)]
-                 + [("dkd", s, 75.3 + s + (0.4 if s == 1 else -0.2), True, "") for s in range(3)])
-    df = stats.claims(runs, [{"claim": "dkd > kd", "a": "dkd", "b": "kd", "pair": "t→s", "paper_gap": 0.5,
-                              "source": "Table 1"}])
-    assert df.verdict[0] == "unresolved"
-    text = stats.describe(df.iloc[0])
-    assert text.startswith("dkd > kd on t→s: +0.30 [") and text.endswith("against the paper's +0.50, unresolved")
-    note = stats.to_resolve(runs, df)
-    a, b, _ = stats.seed_pairs(runs, "dkd", "kd", "t→s")
-    assert f"needs about {stats.seeds_for(0.5, stats.paired(a, b).sd)} seeds" in note
