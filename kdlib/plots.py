@@ -180,8 +180,58 @@ def verdicts(records: list[dict], claims, profile, title: str | None = None) -> 
     return df
 
 
-def failed_note(note: str, what: str = "the figure") -> None:
-    """Say which runs were left out of ``what`` because they failed to train (a note from
-    :func:`kdlib.results.split_health`); nothing when none did."""
-    if note:
-        markdown(f"*Left out of {what} because they failed to train (chapter 0, \"How the book judges\"): {note}.*")
+def bars(records: list[dict], ax, title: str, context: list[dict] = ()) -> str:
+    """:func:`accuracy_bars` of the labels whose every run trained (health judged with
+    ``context`` too); returns the note naming the others (show it under the figure)."""
+    keep, note = results.trained_only(records, context)
+    if keep:
+        accuracy_bars(keep, hue=None, ax=ax, title=title)
+    else:
+        ax.set_title(title)
+        ax.set_xticks([]); ax.set_yticks([])
+        ax.text(0.5, 0.5, "no run trained\n(see the note below)", ha="center", va="center", transform=ax.transAxes)
+    return note
+
+
+def sweep(ax, records: list[dict], param: str, refs=(), context: list[dict] = (), log: bool = False):
+    """Last-epoch accuracy against the numeric method hyperparameter ``param`` of ``records`` on a
+    real (optionally log) axis: mean ± std over seeds of the settings whose every run trained,
+    every trained run as a dot, every failed run as a red cross (on the axis' lower edge when
+    below it), and the mean of each ``refs = [(label, colour)]`` run of ``context`` that trained.
+    The trained runs set the axis, so a collapse does not squash the others. Returns the frame."""
+    frame = runs_frame([*records, *context])
+    f = frame.iloc[:len(records)].copy()
+    f["x"] = [float(r["config"]["method"][param]) for r in records]
+    complete = f.groupby("x").trained.transform("all")
+    good, bad = f[f.trained], f[~f.trained]
+    m = f[complete].groupby("x").last_acc.agg(["mean", "std"])
+    if len(m):
+        ax.errorbar(m.index, m["mean"], yerr=m["std"].fillna(0), marker="o", capsize=4, color="C0",
+                    label="mean ± std over seeds")
+    if len(good):
+        ax.plot(good.x, good.last_acc, ".", color="C0", alpha=0.45, label="one run")
+    levels = []
+    pair = records[0].get("pair")
+    for label, color in refs:
+        ref = frame[(frame.label == label) & (frame.pair == pair)]
+        if len(ref) and ref.trained.all():
+            levels.append(ref.last_acc.mean())
+            ax.axhline(levels[-1], color=color, ls="--", lw=1, label=f"{label} (mean)")
+    values = [*good.last_acc, *levels] or list(bad.last_acc)
+    lo, hi = min(values), max(values)
+    pad = max(0.5, 0.15 * (hi - lo))
+    lo, hi = lo - pad, hi + pad
+    ax.set_ylim(lo, hi)
+    if len(bad):
+        below = bool((bad.last_acc < lo).any())
+        ax.plot(bad.x, bad.last_acc.clip(lo, hi), "x", color="crimson", ms=9, mew=2, clip_on=False, zorder=5,
+                label="failed to train" + ("\n(below the axis:\non its lower edge)" if below else ""))
+    if log:
+        ax.set_xscale("log")
+    ticks = sorted(f.x.unique())
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_xlabel(param)
+    ax.set_ylabel("last-epoch test accuracy (%)")
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    return f

@@ -20,32 +20,6 @@ def finite(x) -> bool:
     return isinstance(x, (int, float, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def health_by_label(records: list[dict]) -> dict[tuple, str]:
-    """``(pair, label) -> "trained"`` or ``"failed: k of n seed(s); seed s: <diagnosis>"`` for every
-    label of ``records`` (each run judged against the vanilla student of its seed among them)."""
-    frame = plots.runs_frame(records)
-    out = {}
-    for (pair, label), g in frame.groupby(["pair", "label"], sort=False, dropna=False):
-        bad = g[~g.trained]
-        others = ", ".join(str(s) for s in bad.seed.iloc[1:])
-        out[(pair, label)] = "trained" if bad.empty else (
-            f"failed: {len(bad)} of {len(g)} seed(s); seed {bad.seed.iloc[0]}: {bad.diagnosis.iloc[0]}"
-            + (f"; seed(s) {others} failed too" if others else ""))
-    return out
-
-
-def trained_only(records: list[dict], context: list[dict] = ()) -> tuple[list[dict], str]:
-    """The records of the labels whose every run trained (health judged with the vanilla runs of
-    ``context`` too), and a Markdown note naming the others with their diagnoses ("" if none)."""
-    health = health_by_label([*records, *context])
-    key = lambda r: (r.get("pair"), r.get("label", r["config"]["method"]["name"]))  # noqa: E731
-    keep = [r for r in records if health[key(r)] == "trained"]
-    failed = dict.fromkeys(key(r) for r in records if health[key(r)] != "trained")
-    note = ("*Left out (failed to train): " + "; ".join(f"{label}{' on ' + pair if pair else ''}, {health[(pair, label)]}"
-                                                       for pair, label in failed) + ".*") if failed else ""
-    return keep, note
-
-
 def mde_range(df: pd.DataFrame) -> str:
     """The range of the MDE over a claims table's comparisons, in words."""
     m = df.mde.astype(float)
@@ -127,7 +101,7 @@ def sweep_table(records: list[dict], param: str, name: str, base: str, context: 
     over seeds, the paired gap to the label ``base`` (in ``records`` or ``context``) with its
     interval and MDE, and the setting's health."""
     everything = [*records, *context]
-    health = health_by_label(everything)
+    health = results.health_by_label(everything)
     vs = stats.versus(plots.runs_frame(everything), base=base).set_index(["pair", "label"])
     rows = []
     for label in dict.fromkeys(r["label"] for r in records):
@@ -172,7 +146,9 @@ def health_text(table: pd.DataFrame, name: str) -> str:
 def health_count(records: list[dict]) -> str:
     """How many of the distinct runs trained, and the diagnoses of the others."""
     unique = list({r["key"]: r for r in records}.values())
-    ok, note = results.split_health(unique)
-    if len(ok) == len(unique):
+    failed = [r for r in results.with_health(unique) if not r["health"]["trained"]]
+    if not failed:
         return f"All {len(unique)} runs trained."
-    return f"{len(unique) - len(ok)} of {len(unique)} runs failed to train: {note}."
+    return (f"{len(failed)} of {len(unique)} runs failed to train: "
+            + "; ".join(f"{r.get('label', r['config']['method']['name'])}{' on ' + r['pair'] if r.get('pair') else ''}, "
+                        f"seed {r['config']['seed']}: {r['health']['diagnosis']}" for r in failed) + ".")

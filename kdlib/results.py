@@ -237,19 +237,35 @@ def with_health(records: list[dict]) -> list[dict]:
     return [{**r, "health": health(r, vanillas.get(context(r)))} for r in records]
 
 
-def split_health(records: list[dict], among: list[dict] = ()) -> tuple[list[dict], str]:
-    """The runs of ``records`` that trained, and a note naming the others with their diagnosis
-    (health against the vanilla student of the same seed found in ``records`` or ``among``).
+def _label(r: dict) -> tuple:
+    return r.get("pair"), r.get("label", r["config"]["method"]["name"])
 
-    Returns:
-        ``(healthy records, "label on pair, seed s: diagnosis; ...")`` (an empty note when all trained).
-    """
-    marked = with_health(list(records) + list(among))[:len(records)]
-    ok = [r for r, m in zip(records, marked) if m["health"]["trained"]]
-    note = "; ".join(f"{m.get('label', m['config']['method']['name'])}"
-                     f"{' on ' + m['pair'] if m.get('pair') else ''}, seed {m['config']['seed']}: "
-                     f"{m['health']['diagnosis']}" for m in marked if not m["health"]["trained"])
-    return ok, note
+
+def health_by_label(records: list[dict]) -> dict[tuple, str]:
+    """``(pair, label) -> "trained"`` or ``"failed: k of n seed(s); seed s: <diagnosis>"`` for every
+    label of ``records`` (each run judged against the vanilla student of its seed among them)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in with_health(records):
+        groups.setdefault(_label(r), []).append(r)
+    out = {}
+    for key, runs in groups.items():
+        bad = [r for r in runs if not r["health"]["trained"]]
+        others = ", ".join(str(r["config"]["seed"]) for r in bad[1:])
+        out[key] = "trained" if not bad else (
+            f"failed: {len(bad)} of {len(runs)} seed(s); seed {bad[0]['config']['seed']}: {bad[0]['health']['diagnosis']}"
+            + (f"; seed(s) {others} failed too" if others else ""))
+    return out
+
+
+def trained_only(records: list[dict], context: list[dict] = ()) -> tuple[list[dict], str]:
+    """The records of the labels whose every run trained (health judged with the vanilla runs of
+    ``context`` too), and a Markdown note naming the others with their diagnoses ("" if none)."""
+    health = health_by_label([*records, *context])
+    keep = [r for r in records if health[_label(r)] == "trained"]
+    failed = dict.fromkeys(_label(r) for r in records if health[_label(r)] != "trained")
+    note = ("*Left out (failed to train): " + "; ".join(f"{label}{' on ' + pair if pair else ''}, {health[(pair, label)]}"
+                                                       for pair, label in failed) + ".*") if failed else ""
+    return keep, note
 
 
 def predictions(record: dict) -> np.ndarray:

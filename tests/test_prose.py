@@ -21,9 +21,11 @@ RECORDS = ([rec("vanilla", s, 75.0 + s) for s in range(3)] + [rec("kd", s, 75.2 
 
 
 def test_health_and_trained_only():
-    health = prose.health_by_label(RECORDS)
+    from kdlib import results
+    health = results.health_by_label(RECORDS)
     assert health[("t→s", "kd")] == "trained" and health[("t→s", "ttm")].startswith("failed: 3 of 3 seed(s); seed 0:")
-    kept, note = prose.trained_only(RECORDS)
+    assert prose.health_count(RECORDS).startswith("3 of 9 runs failed to train: ttm on t→s, seed 0: 55.0 points below")
+    kept, note = results.trained_only(RECORDS)
     assert {r["label"] for r in kept} == {"vanilla", "kd"} and note.startswith("*Left out (failed to train): ttm on t→s")
 
 

@@ -245,14 +245,14 @@ def test_pilot_table_measures_noise_per_cell():
     assert stats.mde(int(row.seeds_for_1), row.paired_sd) <= 1.0
 
 
-def test_split_health_and_ours_vs_paper_mark_failed_runs():
+def test_trained_only_and_ours_vs_paper_mark_failed_runs():
     import pandas as pd
     recs = [{**record("vanilla", 75.0), "label": "vanilla"}, {**record("ab", 60.0), "label": "ab"},
             {**record("kd", 76.0), "label": "kd"}]
     for r in recs:
         r.update(best_acc=r["last_acc"], history=[{"epoch": 1, "test_acc": r["last_acc"], "terms": {"ce": 0.4}}])
-    ok, note = results.split_health(recs)
-    assert [r["label"] for r in ok] == ["vanilla", "kd"] and note.startswith("ab, seed 0: 15.0 points below")
+    ok, note = results.trained_only(recs)
+    assert [r["label"] for r in ok] == ["vanilla", "kd"] and note.startswith("*Left out (failed to train): ab, failed: 1")
     paper = pd.DataFrame({"method": ["student", "kd", "ab"], "value": [70.0, 71.0, 69.0]})
     table = results.ours_vs_paper(recs, paper).set_index("method")
     assert table.loc["ab", "our gain"].startswith("failed: 15.0 points below") and table.loc["kd", "our gain"] == "+1.00"
