@@ -241,6 +241,8 @@ def summary(df) -> str:
         parts.append(f"{int(counts[NO_PAPER])} without a paper number to judge against")
     if counts.get(FAILED, 0):
         parts.append(f"{int(counts[FAILED])} not judged (a run failed to train)")
+    if counts.get("not run", 0):
+        parts.append(f"{int(counts['not run'])} not run in this profile")
     mdes = df.mde.astype(float)
     mdes = mdes[np.isfinite(mdes)]
     tail = (f"; the smallest true gap these {len(mdes)} comparisons detect with 80 % power (MDE) is "
@@ -268,8 +270,14 @@ def claims_view(df):
         "MDE": [("–" if not (isinstance(m, float) and math.isfinite(m)) else f"{m:.2f}") for m in df.mde],
         "n": [int(n) for n in df.n],
         "p (Holm)": [("–" if not math.isfinite(p) else f"{p:.3f}") for p in df.p_holm.astype(float)],
-        "verdict": [v if v != FAILED else f"{v}: {note}" for v, note in zip(df.verdict, df.note)],
+        "verdict": [v if v != FAILED else f"{v}: {_first(note)}" for v, note in zip(df.verdict, df.note)],
     })
+
+
+def _first(note: str) -> str:
+    """The first diagnosis of a '; '-joined list, with how many more there are."""
+    parts = note.split("; ")
+    return parts[0] + (f" (and {len(parts) - 1} more)" if len(parts) > 1 else "")
 
 
 def versus(runs, base: str = "vanilla", metric: str = "last_acc", confidence: float = 0.95):
