@@ -45,8 +45,9 @@ test: setup
 book: setup
 	$(BIN)/python -m kdlib book --profile $(PROFILE) $(if $(CHAPTER),--chapter $(CHAPTER))
 
+# Jupyter refuses to start as root unless told; containers often run as root.
 lab: setup
-	$(BIN)/jupyter lab book/
+	$(BIN)/jupyter lab book/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 # kdlib's trainer against a reference-style loop; options in bench/README.md (e.g. BENCH_ARGS=--quick).
 bench: $(STAMP) system
