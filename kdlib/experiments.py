@@ -120,19 +120,28 @@ def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: d
         def train_missing(missing: list[dict]) -> list[dict]:
             ds = dataset or profile.load_data(data_root)
             keys = [config_key(c) for c in missing]
+            # A group stopped while its records were being written left the checkpoint of all its
+            # runs: resume the whole group from it (nothing retrains) rather than start the rest anew.
+            whole = checkpoint_of([config_key(c) for c in configs])
+            if whole.exists():
+                keys = [config_key(c) for c in configs]
 
             def student(label: str, method: methods_mod.Method) -> Student:
                 # Every student starts from the seed's weights, whichever other runs train beside it.
                 torch.manual_seed(seed)
                 return Student(label, create_model(student_arch, ds.num_classes, ds.in_channels), method)
 
-            students = [student(label, m) for (label, m), c in zip(built.items(), configs) if config_key(c) in keys]
-            ckpt = Path(results_dir).parent / "checkpoints" / f"students-{config_key({'runs': keys})}.pt"
+            chosen = [(label, m, c) for (label, m), c in zip(built.items(), configs) if config_key(c) in keys]
+            ckpt = checkpoint_of(keys)
             checkpoints.append(ckpt)
             opts = Options(device=device, amp=profile.amp, checkpoint=ckpt, resume=True, progress=progress)
-            summaries = distill_many(students, teacher.model if teacher else None, ds, profile.student_recipe(),
-                                     seed=seed, options=opts)
-            return [{**summaries[s.name], "device": device} for s in students]
+            summaries = distill_many([student(label, m) for label, m, _ in chosen], teacher.model if teacher else None,
+                                     ds, profile.student_recipe(), seed=seed, options=opts)
+            by_key = {config_key(c): {**summaries[label], "device": device} for label, _, c in chosen}
+            return [by_key[config_key(c)] for c in missing]
+
+        def checkpoint_of(keys: list[str]) -> Path:
+            return Path(results_dir).parent / "checkpoints" / f"students-{config_key({'runs': keys})}.pt"
 
         checkpoints: list[Path] = []
         recs = train_or_load(configs, train_missing, store, force) if train else [store.get(c) for c in configs]

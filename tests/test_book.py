@@ -114,7 +114,7 @@ def test_papermill_list_parameters_arrive_as_lists_and_unknown_ones_stop(tmp_pat
     src, out = tmp_path / "t.ipynb", tmp_path / "out.ipynb"
     _param_notebook(src)
     pm.execute_notebook(src, out, parameters={"seeds": "[0, 1, 2]"}, kernel_name="python3", progress_bar=False)
-    assert json.loads(out.read_text())["cells"][-1]["outputs"][0]["text"].strip() == "(0, 1, 2)"
+    assert "".join(json.loads(out.read_text())["cells"][-1]["outputs"][0]["text"]).strip() == "(0, 1, 2)"
     with pytest.raises(pm.PapermillExecutionError, match=r"unknown parameter\(s\) epochs; this chapter's parameters "
                                                          r"are profile, seeds"):
         pm.execute_notebook(src, out, parameters={"epochs": -1}, kernel_name="python3", progress_bar=False)

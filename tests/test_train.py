@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from kdlib import data, methods
+from kdlib.io import CheckpointError
 from kdlib.models import FeatureAdapter, create_model
 from kdlib.train import (RECIPES, NonFiniteLossError, Options, Recipe, Student, distill, distill_many, fit,
                          resolve_device)
@@ -155,7 +156,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(synthetic, tmp_path)
 def test_checkpoint_of_another_group_is_refused(synthetic, tmp_path):
     ckpt = tmp_path / "run.pt"
     fit(small_net(1), synthetic, tiny_recipe(1), options=Options(progress=False, checkpoint=ckpt))
-    with pytest.raises(ValueError, match="has no student 'student'"):
+    with pytest.raises(CheckpointError, match="does not belong to this run or is malformed .*has no student 'student'"):
         distill(small_net(1), small_net(0), methods.create("kd"), synthetic, tiny_recipe(2),
                 options=Options(progress=False, checkpoint=ckpt, resume=True))
 

@@ -22,7 +22,8 @@ from .run_driver import LABELS
 KILL_POINTS = {
     "during a step (epoch 2, batch 3)": ("step:13", [1]),
     "during epoch 2's checkpoint write": ("checkpoint:2", [1]),
-    # the group's checkpoint is deleted only once all its records exist: here it is still there
+    # the group's checkpoint is deleted only once all its records exist: here it is still there,
+    # and the resumed run finishes the group from it without training again
     "during the second record's write": ("record:2", [3]),
 }
 
