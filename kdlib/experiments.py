@@ -7,7 +7,8 @@ what one run costs per epoch (chapter 6).
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ from . import methods as methods_mod
 from .cost import PeakMemory, time_epoch
 from .models import create_model
 from .profiles import Profile
-from .results import Store, config_key, train_or_load
+from .results import Store, config_key, num_classes, train_or_load
 from .teachers import Teacher
 from .train import Options, Student, distill_many
 
@@ -242,3 +243,45 @@ def pilot_table(records: list[dict]) -> "pd.DataFrame":
                      "seeds_for_1": stats.seeds_for(1.0, d.sd) if d.sd > 0 else 2,
                      "group_s": sum(wall) / len(wall)})
     return pd.DataFrame(rows)
+
+
+def rerun(records: list[dict], *, results_dir="results", data_root=None, progress=True, **profile_overrides) -> list[dict]:
+    """Train the runs of stored ``records`` again with one profile setting changed (e.g.
+    ``amp=False``: the float32 rerun that tells a precision problem from a method's failure).
+
+    Everything else comes from each record: the profile and its data subset, the recipe's length
+    and batch, the method's hyperparameters, the seed, and the very teacher checkpoint (found in
+    ``<results_dir>/teachers`` by its hash). Runs of one seed train together.
+
+    Raises:
+        LookupError: a record's teacher checkpoint is not stored.
+    """
+    from . import profiles, teachers
+    from .io import file_sha256
+    shelf = {file_sha256(p): p for p in (Path(results_dir) / "teachers").glob("*.pt")}
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        c = r["config"]
+        same = [c["teacher"], c["student"]["arch"], c["data"], c["recipe"], c["profile"], c["amp"], c["seed"]]
+        groups.setdefault(json.dumps(same, sort_keys=True, default=str), []).append(r)
+    out = []
+    for recs in groups.values():
+        c = recs[0]["config"]
+        arch, seed = c["student"]["arch"], c["seed"]
+        stored = replace(profiles.get(c["profile"]), train_size=c["data"]["train_size"],
+                         test_size=c["data"]["test_size"], epochs=c["recipe"]["epochs"],
+                         batch_size=c["recipe"]["batch_size"], amp=c["amp"])
+        profile = replace(stored, **profile_overrides)
+        sha = c["teacher"]["sha256"]
+        if sha not in shelf:
+            raise LookupError(f"teacher {c['teacher']['arch']} (sha256 {sha[:12]}) is not in {Path(results_dir) / 'teachers'}")
+        channels = c["data"].get("channels", 1 if c["data"]["name"] == "fashion_mnist" else 3)
+        t = teachers.from_checkpoint(c["teacher"]["arch"], shelf[sha], num_classes=num_classes(recs[0]),
+                                     in_channels=channels)
+        specs = {r.get("label", r["config"]["method"]["name"]):
+                 {"method": r["config"]["method"]["name"],
+                  **{k: v for k, v in r["config"]["method"].items() if k not in ("name", "schedule")}} for r in recs}
+        out += run(profile, t, arch, specs, data_root=data_root, results_dir=results_dir, seeds=[seed],
+                   progress=progress)
+    return out
+

@@ -256,3 +256,13 @@ def test_trained_only_and_ours_vs_paper_mark_failed_runs():
     paper = pd.DataFrame({"method": ["student", "kd", "ab"], "value": [70.0, 71.0, 69.0]})
     table = results.ours_vs_paper(recs, paper).set_index("method")
     assert table.loc["ab", "our gain"].startswith("failed: 15.0 points below") and table.loc["kd", "our gain"] == "+1.00"
+
+
+def test_rerun_changes_one_setting_and_keeps_the_rest(tmp_path):
+    p = profiles.get("smoke")
+    t = teachers.get("resnet8", p, results_dir=tmp_path, progress=False)
+    first, = experiments.run(p, t, "resnet8", ["kd"], results_dir=tmp_path, progress=False)
+    again, = experiments.rerun([first], results_dir=tmp_path, progress=False, epochs=2)
+    c0, c1 = first["config"], again["config"]
+    assert c1["recipe"]["epochs"] == 2 and len(again["history"]) == 2 and again["key"] != first["key"]
+    assert (c1["teacher"], c1["method"], c1["data"], c1["seed"]) == (c0["teacher"], c0["method"], c0["data"], c0["seed"])
