@@ -251,7 +251,8 @@ def rerun(records: list[dict], *, results_dir="results", data_root=None, progres
 
     Everything else comes from each record: the profile and its data subset, the recipe's length
     and batch, the method's hyperparameters, the seed, and the very teacher checkpoint (found in
-    ``<results_dir>/teachers`` by its hash). Runs of one seed train together.
+    ``<results_dir>/teachers`` by its hash). Runs of one seed train together; each new record
+    comes back labelled with the key of the record it reruns.
 
     Raises:
         LookupError: a record's teacher checkpoint is not stored.
@@ -278,9 +279,9 @@ def rerun(records: list[dict], *, results_dir="results", data_root=None, progres
         channels = c["data"].get("channels", 1 if c["data"]["name"] == "fashion_mnist" else 3)
         t = teachers.from_checkpoint(c["teacher"]["arch"], shelf[sha], num_classes=num_classes(recs[0]),
                                      in_channels=channels)
-        specs = {r.get("label", r["config"]["method"]["name"]):
-                 {"method": r["config"]["method"]["name"],
-                  **{k: v for k, v in r["config"]["method"].items() if k not in ("name", "schedule")}} for r in recs}
+        specs = {r["key"]: {"method": r["config"]["method"]["name"],  # keys: two runs may share a label
+                            **{k: v for k, v in r["config"]["method"].items() if k not in ("name", "schedule")}}
+                 for r in recs}
         out += run(profile, t, arch, specs, data_root=data_root, results_dir=results_dir, seeds=[seed],
                    progress=progress)
     return out
