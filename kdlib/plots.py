@@ -8,6 +8,7 @@ kernel to move a slider.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Callable
 
 import matplotlib.pyplot as plt
@@ -136,8 +137,17 @@ def explore(draw: Callable, sliders: dict, grid: dict, title: str | None = None,
 
 
 def markdown(text: str) -> None:
-    """Show Markdown (MyST: admonitions, tables, math) as a cell output."""
+    """Show Markdown (tables, math, HTML boxes) as a cell output: JupyterLab and the HTML book
+    render it alike, so chapter prose that carries numbers is shown this way (:func:`prose`)."""
     display(Markdown(text))
+
+
+def admonition(title: str, body: str, kind: str = "note") -> str:
+    """Markdown of a titled box (``kind``: note, warning, tip) that reads in JupyterLab and in the
+    HTML book: plain HTML around Markdown, which the book's theme styles as an admonition
+    (MyST's ``:::{admonition}`` would show as raw markup in Lab)."""
+    return (f'<div class="admonition {kind}">\n<p class="admonition-title"><strong>{title}</strong></p>\n\n'
+            f"{body}\n\n</div>")
 
 
 def paper_vs_code(rows: list[tuple[str, str, str]], title: str = "Paper vs code: what we follow") -> None:
@@ -146,15 +156,33 @@ def paper_vs_code(rows: list[tuple[str, str, str]], title: str = "Paper vs code:
     ``rows``: ``(topic, what the paper/code do, what kdlib does by default and how to get the other)``.
     """
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
-    markdown(f":::{{admonition}} {title}\n:class: note\n\n| topic | paper and code | our default |\n"
-             f"|---|---|---|\n{table}\n:::")
+    markdown(admonition(title, f"| topic | paper and code | our default |\n|---|---|---|\n{table}"))
 
 
-def glue(name: str, value, display_value: bool = False):
-    """Make ``value`` citable in prose as ``{glue:text}`name``` (MyST-NB), returning it."""
-    from myst_nb import glue as _glue
-    _glue(name, value, display=display_value)
+_GLUED: dict[str, str] = {}
+_SLOT = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+
+
+def glue(name: str, value):
+    """Make ``value`` citable in this chapter's prose as ``{{name}}`` (:func:`prose`), returning it."""
+    _GLUED[name] = str(value)
     return value
+
+
+def prose(text: str) -> None:
+    """Show a paragraph of Markdown whose ``{{name}}`` slots are the values glued so far.
+
+    Chapters write every sentence that carries a measured number this way (in a code cell whose
+    input the HTML book hides), so that it reads the same after Run All in JupyterLab and in the
+    published book.
+
+    Raises:
+        KeyError: a slot names nothing glued yet (the glue cell must run before the prose).
+    """
+    missing = sorted({m for m in _SLOT.findall(text) if m not in _GLUED})
+    if missing:
+        raise KeyError(f"prose cites {', '.join(missing)}, not glued yet; glued: {', '.join(sorted(_GLUED)) or 'nothing'}")
+    markdown(_SLOT.sub(lambda m: _GLUED[m.group(1)], text))
 
 
 def verdicts(records: list[dict], claims, profile, title: str | None = None) -> pd.DataFrame:
