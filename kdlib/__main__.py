@@ -78,7 +78,9 @@ def cmd_distill(args) -> None:
 def cmd_pilot(args) -> None:
     from . import experiments
     seeds = tuple(args.seeds) if args.seeds else experiments.PILOT_SEEDS
-    cells = [tuple(int(x) for x in c.split("x")) for c in args.cells] if args.cells else experiments.PILOT_CELLS
+    # --costs alone times the students; the grid's cells run unless only the costs were asked for
+    cells = ([tuple(int(x) for x in c.split("x")) for c in args.cells] if args.cells
+             else [] if args.costs else experiments.PILOT_CELLS)
     for cell in cells:
         if len(cell) != 3:
             raise ValueError(f"--cells takes TRAINxEPOCHSxBATCH, e.g. 10000x15x64; got {'x'.join(map(str, cell))}")
@@ -92,6 +94,14 @@ def cmd_pilot(args) -> None:
         for r in recs:
             print(f"pilot {'x'.join(map(str, cell))} {r['label']:>8} seed {r['config']['seed']}: "
                   f"{r['last_acc']:.2f}% ({r['wall_time']:.0f} s)", flush=True)
+
+
+def cmd_runs(args) -> None:
+    from . import experiments
+    p = _profile(args)
+    experiments.train_book(p, chapters=args.chapter, data_root=args.data_root, results_dir=args.results_dir,
+                           progress=not args.quiet, train=not args.status, force=args.force,
+                           report=lambda line: print(line, flush=True))
 
 
 def cmd_book(args) -> None:
@@ -145,11 +155,19 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("pilot", help="the noise and cost pilot of the cpu profile (chapter 0)")
     p.add_argument("--cells", nargs="+", default=None, help="TRAINxEPOCHSxBATCH cells (default: the pilot's grid)")
     p.add_argument("--seeds", type=int, nargs="+", default=None)
-    p.add_argument("--costs", action="store_true", help="also time the candidate cross-family students")
+    p.add_argument("--costs", action="store_true",
+                   help="time the candidate cross-family students (with --cells: then run those cells too)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--results-dir", default="results")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_pilot)
+
+    p = sub.add_parser("runs", help="train every run of the book (main tables and controls), seed by seed")
+    p.add_argument("--chapter", action="append", default=None, help="only this chapter's runs (repeatable)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--status", action="store_true", help="train nothing: say what is stored")
+    run_args(p)
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("book", help="run the chapters with papermill and build the HTML book")
     p.add_argument("--profile", default="cpu")

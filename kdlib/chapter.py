@@ -156,6 +156,16 @@ class Chapter:
         self.records.extend(recs)
         return recs
 
+    def controls(self, runs) -> list[dict]:
+        """Train-or-load the control runs of ``runs`` (a :class:`kdlib.chapters.ChapterRuns`) on
+        each of the profile's two pairs that has any; records as :meth:`run` returns them."""
+        out = []
+        for index, pair in enumerate(self.profile.pairs[:2]):
+            specs = runs.control_runs(self.profile, index)
+            if specs:
+                out += self.run(pair, specs)
+        return out
+
     def cost(self, pair: tuple[str, str], spec: dict) -> dict:
         """Seconds per epoch and peak memory (MB) of training one student of ``spec``
         (``{"method": name, **hyperparameters}``) on ``pair`` with the profile's data and

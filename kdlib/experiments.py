@@ -154,10 +154,68 @@ def run(profile: Profile, teacher: Teacher | None, student_arch: str, methods: d
 
 
 # ---------------------------------------------------------------------------------------------
+# The book's runs: every chapter's main table and controls, seed by seed (``python -m kdlib runs``)
+
+def book_groups(profile: Profile, chapters=None) -> list[tuple[str, int, dict[str, dict]]]:
+    """``(chapter, pair index, {label: spec})`` for each chapter's main table and controls on each
+    of the profile's two pairs, in the book's order (a run two chapters share is listed once, by
+    the first: :func:`kdlib.chapters.book_runs`)."""
+    from .chapters import CHAPTERS, book_runs
+    unknown = sorted(set(chapters or ()) - set(CHAPTERS))
+    if unknown:
+        raise ValueError(f"unknown chapter(s) {', '.join(unknown)}; chapters with runs: {', '.join(CHAPTERS)}")
+    groups: dict[tuple[str, int], dict[str, dict]] = {}
+    for (index, label), (name, spec) in book_runs(profile).items():
+        if chapters is None or name in chapters:
+            groups.setdefault((name, index), {})[label] = spec
+    return [(name, index, specs) for (name, index), specs in groups.items()]
+
+
+def train_book(profile: Profile, *, chapters=None, data_root=None, results_dir="results", progress=True,
+               train: bool = True, force: bool = False, report=print) -> list[dict]:
+    """Train (or load) every run of the book in ``profile``, one seed at a time: all chapters of
+    seed 0, then seed 1, ..., so that an interrupted build has complete seeds for every chapter.
+
+    Each chapter's runs on one pair train as one group (one teacher forward per step, identical
+    batches); records are written as each group finishes and an interrupted group resumes from
+    its checkpoint. ``report`` gets one line per group. With ``train=False`` nothing trains and
+    the lines say what is stored; ``force`` retrains runs that have a record.
+
+    Returns:
+        the records, each with ``label``, ``chapter`` and ``pair`` (``"resnet20→resnet8"``) added.
+    """
+    import time
+
+    from . import teachers
+    groups = book_groups(profile, chapters)
+    dataset = profile.load_data(data_root)
+    teacher = {}
+    out = []
+    for seed in profile.seeds:
+        for name, index, specs in groups:
+            pair = profile.pairs[index]
+            if pair[0] not in teacher:
+                try:
+                    teacher[pair[0]] = teachers.get(pair[0], profile, data_root=data_root, results_dir=results_dir,
+                                                    progress=progress, dataset=dataset, train=train)
+                except LookupError:  # load-only and this teacher is not trained yet
+                    report(f"seed {seed} {name} {'→'.join(pair)}: 0 of {len(specs)} runs stored (no teacher)")
+                    continue
+            t0 = time.perf_counter()
+            recs = run(profile, teacher[pair[0]], pair[1], specs, dataset=dataset, results_dir=results_dir,
+                       seeds=[seed], progress=progress, train=train, force=force)
+            report(f"seed {seed} {name} {'→'.join(pair)}: {len(recs)} of {len(specs)} runs "
+                   f"{'recorded' if train else 'stored'} ({time.perf_counter() - t0:.0f} s)")
+            out += [{**r, "chapter": name, "pair": "→".join(pair)} for r in recs]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # The pilot: how noisy and how dear the published profile's candidates are (chapter 0)
 
 # Cells that share the 10 000-image teacher first, then the two other training sizes.
-PILOT_CELLS = ((10000, 15, 64), (10000, 8, 64), (10000, 15, 128), (10000, 30, 64), (2000, 15, 64), (60000, 8, 64))
+PILOT_CELLS = ((10000, 15, 64), (10000, 8, 64), (10000, 8, 128), (10000, 15, 128), (2000, 15, 64), (10000, 30, 64),
+               (60000, 8, 64))
 PILOT_SEEDS = (0, 1, 2, 3)
 PILOT_PAIR = ("resnet20", "resnet8")
 PILOT_STUDENTS = ("resnet8", "vgg8", "ShuffleV2", "ShuffleV1", "MobileNetV2")   # candidates of the cross pair

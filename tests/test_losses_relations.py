@@ -146,3 +146,17 @@ def test_itrd_invariants():
     s = torch.randn(16, 8, requires_grad=True)
     (losses.itrd_correlation(s, t) + losses.itrd_mutual(s, t)).backward()
     assert t.grad is None and s.grad is not None
+
+
+def test_itrd_correlation_a_constant_teacher_dimension_counts_as_uncorrelated():
+    """A teacher unit that is zero for the whole batch (a dead ReLU in pooled VGG features): its
+    dimension contributes |0 − 1|^(2α) = 1 and no gradient, the others their usual terms
+    (the original code returns NaN here)."""
+    torch.manual_seed(0)
+    f = torch.randn(16, 8)
+    t = torch.cat([f, torch.zeros(16, 1)], 1)
+    s = torch.cat([f, torch.randn(16, 1)], 1).requires_grad_()
+    loss = losses.itrd_correlation(s, t, 1.5)
+    assert float(loss) == pytest.approx(math.log2(8 * 16 ** -3.0 + 1))
+    loss.backward()
+    assert torch.isfinite(s.grad).all() and float(s.grad[:, -1].abs().max()) == 0.0

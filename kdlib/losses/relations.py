@@ -124,6 +124,9 @@ def pkt(f_s: Tensor, f_t: Tensor) -> Tensor:
     return (p_t * torch.log((p_t + _PKT_EPS) / (p_s + _PKT_EPS))).mean()
 
 
+_FLAT = 1e-12  # a per-dimension std below this is a constant dimension (no correlation)
+
+
 @fp32
 def itrd_correlation(z_s: Tensor, f_t: Tensor, alpha: float = 1.5) -> Tensor:
     """ITRD's correlation term (Miles et al., BMVC 2022): ``log2 Σ_d |c_d − 1|^(2α)``.
@@ -132,7 +135,10 @@ def itrd_correlation(z_s: Tensor, f_t: Tensor, alpha: float = 1.5) -> Tensor:
     ``c_d = (1/B) Σ_b ẑ_{b,d} f̂_{b,d}`` is the correlation of dimension ``d`` between the
     student's embedded and the teacher's features. The loss drives every ``c_d`` to 1 (the
     student's dimension d moves with the teacher's); α (Rényi's order) sharpens the penalty
-    on the dimensions that lag most.
+    on the dimensions that lag most. A dimension that is constant over the batch (a ReLU unit
+    that is zero for every image, common in pooled VGG features) has no correlation: it counts
+    as ``c_d = 0`` and carries no gradient, where the original code's ``0/0`` makes the whole
+    loss NaN; elsewhere the value is the original's.
 
     Args:
         z_s: ``(B, D)`` the student's features embedded to the teacher's width (ITRD's
@@ -145,8 +151,8 @@ def itrd_correlation(z_s: Tensor, f_t: Tensor, alpha: float = 1.5) -> Tensor:
     """
     f_t = f_t.detach()
     b = z_s.shape[0]
-    zs = (z_s - z_s.mean(0)) / z_s.std(0)
-    ft = (f_t - f_t.mean(0)) / f_t.std(0)
+    zs = (z_s - z_s.mean(0)) / z_s.std(0).clamp_min(_FLAT)
+    ft = (f_t - f_t.mean(0)) / f_t.std(0).clamp_min(_FLAT)
     c = (zs * ft).sum(0) / b
     return torch.log2((c - 1).abs().pow(2 * alpha).sum())
 
