@@ -4,7 +4,7 @@
 |---|---|---|
 | smoke | synthetic, tiny subsets, 1 epoch | CI: every chapter runs end to end in minutes |
 | quick | Fashion-MNIST, 2000 images, 8 epochs, 2 seeds | teaching: the book in about an hour, no verdicts |
-| cpu   | Fashion-MNIST subset, full test set, small pairs, 5 seeds | the published book, designed for power (the default) |
+| cpu   | Fashion-MNIST, 10 000 training images, full test set, 8 epochs, 5 seeds | the published book, designed for power (the default) |
 | gpu   | Fashion-MNIST full size, CRD-zoo pairs, 3 seeds | a real comparison on one GPU |
 | paper | CIFAR-100, the papers' pairs, CRD recipe, 5 seeds | reproducing the papers |
 
@@ -87,9 +87,9 @@ class Profile:
 # Our small pairs borrow the hyperparameters the papers tuned for the closest CIFAR-100 pair: a
 # deeper ResNet into a shallower one (resnet56 -> resnet20), and the papers' VGG teacher into a
 # small network of another family (vgg13 -> MobileNetV2). The cross-family student is resnet8:
-# on this book's 2-core CPU, MobileNetV2, the ShuffleNets and vgg8 train ~10x slower per image
-# than resnet8 (the pilot's costs, chapter 0), while vgg13's forward costs about 1.5 resnet20s
-# and is shared by every student of a group.
+# on this book's 2-core CPU a vanilla student costs 0.80 ms per training image as resnet8, 1.65
+# as MobileNetV2, 4.1 as vgg8 and 5.8-6.5 as a ShuffleNet (the pilot's costs, chapter 0), and
+# the teacher's forward is shared by every student of a group.
 SMALL_PAIRS = {("resnet20", "resnet8"): ("resnet56", "resnet20"),
                ("vgg13", "resnet8"): ("vgg13", "MobileNetV2")}
 
