@@ -106,9 +106,10 @@ def test_bad_filter_names_the_valid_choices(bad):
 
 def test_pivot_shapes_a_table_as_printed():
     wide = reported.pivot(reported.load(table="crd_cifar100_same"))
-    assert list(wide.index[:5]) == ["teacher", "student", "kd", "crd", "crd+kd"]
-    assert wide.columns[0] == "wrn_40_2→wrn_16_2" and wide.shape == (6, 7)
+    assert list(wide.index) == ["teacher", "student", *CRD_SAME_METHODS, "crd+kd"]  # the README's row order
+    assert wide.columns[0] == "wrn_40_2→wrn_16_2" and wide.shape == (16, 7)
     assert wide.loc["teacher", "resnet32x4→resnet8x4"] == pytest.approx(79.42)
+    assert pd.isna(wide.loc["fsp", "wrn_40_2→wrn_40_1"])  # "N/A" in the README
 
 
 def test_pivot_adds_a_metric_level_and_refuses_clashes():
@@ -150,3 +151,91 @@ def test_tables_lists_every_table(df):
     assert listing["rows"].sum() == len(df) and set(listing["table"]) == set(df["table"])
     row = listing.set_index("table").loc["ttm_cifar100_same"]
     assert (row["paper"], row["dataset"], row["rows"]) == ("ttm", "cifar100", 48 + 7 * 7)  # + the README's feature rows
+
+
+# The README tables, complete: (a) as many rows as the README prints numbers, (b) spot values copied
+# from the README, (c) no cell twice. A README cell without a number ("N/A") has no row.
+KEY = ["table", "teacher", "student", "method", "metric"]
+CRD_SAME_METHODS = ["kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd"]
+CRD_CROSS_METHODS = [m for m in CRD_SAME_METHODS if m != "fsp"]
+SSKD_METHODS = ["kd", "fitnet", "at", "sp", "vid", "rkd", "pkt", "ab", "ft", "crd", "sskd"]
+
+
+@pytest.mark.parametrize(
+    "table, readme_numbers, other_rows",
+    [
+        # RepDistiller README @b84f547, table 1: 7 pairs x (teacher, student + 13 methods), FSP wrn_40_2→wrn_40_1 "N/A";
+        # + the CRD paper's CRD+KD row (7), which the RepDistiller README does not print
+        ("crd_cifar100_same", 7 * (2 + 13) - 1, dict(method="crd+kd", n=7)),
+        # table 2: 6 pairs x (teacher, student + 12 methods, no FSP); + CRD+KD (6)
+        ("crd_cifar100_cross", 6 * (2 + 12), dict(method="crd+kd", n=6)),
+        # SSKD README @661b972: 5 similar- + 6 cross-architecture pairs x (teacher, student + 11 methods)
+        ("sskd_cifar100", (5 + 6) * (2 + 11), None),
+        # CD README @2464d30, ImageNet: the ablation and comparison tables share 4 rows; 9 methods x top-1/top-5 error
+        ("cd_imagenet", 9 * 2, None),
+    ],
+)
+def test_readme_tables_are_complete(table, readme_numbers, other_rows):
+    rows = reported.load(table=table)
+    assert not rows.duplicated(KEY).any(), rows[rows.duplicated(KEY, keep=False)]
+    if other_rows:
+        extra = rows["method"] == other_rows["method"]
+        assert extra.sum() == other_rows["n"]
+        rows = rows[~extra]
+    assert len(rows) == readme_numbers
+
+
+def test_crd_tables_methods_and_pairs():
+    same = reported.load(table="crd_cifar100_same")
+    cross = reported.load(table="crd_cifar100_cross")
+    assert list(same["method"].unique()) == ["teacher", "student", *CRD_SAME_METHODS, "crd+kd"]
+    assert list(cross["method"].unique()) == ["teacher", "student", *CRD_CROSS_METHODS, "crd+kd"]
+    assert same.groupby(["teacher", "student"], sort=False).size().to_dict() == {
+        ("wrn_40_2", "wrn_16_2"): 16, ("wrn_40_2", "wrn_40_1"): 15, ("resnet56", "resnet20"): 16,
+        ("resnet110", "resnet20"): 16, ("resnet110", "resnet32"): 16, ("resnet32x4", "resnet8x4"): 16,
+        ("vgg13", "vgg8"): 16}
+    assert set(cross.groupby(["teacher", "student"]).size()) == {15}
+    assert reported.load(table="crd_cifar100_same", method="fsp", teacher="wrn_40_2")["student"].tolist() == ["wrn_16_2"]
+    assert set(same["metric"]) == set(cross["metric"]) == {"top1"}
+
+
+@pytest.mark.parametrize(
+    "where, expected",
+    [
+        # copied from the RepDistiller README, table 1
+        (dict(table="crd_cifar100_same", teacher="resnet32x4", student="resnet8x4", method="fsp"), 72.62),
+        (dict(table="crd_cifar100_same", teacher="wrn_40_2", student="wrn_16_2", method="ab"), 72.50),
+        (dict(table="crd_cifar100_same", teacher="vgg13", student="vgg8", method="nst"), 71.53),
+        (dict(table="crd_cifar100_same", teacher="resnet110", student="resnet20", method="fitnet"), 68.99),
+        # table 2
+        (dict(table="crd_cifar100_cross", teacher="ResNet50", student="MobileNetV2", method="at"), 58.58),
+        (dict(table="crd_cifar100_cross", teacher="resnet32x4", student="ShuffleV2", method="nst"), 74.68),
+        (dict(table="crd_cifar100_cross", teacher="wrn_40_2", student="ShuffleV1", method="cc"), 71.38),
+        # SSKD README, similar- and cross-architecture tables
+        (dict(table="sskd_cifar100", teacher="wrn_40_2", student="wrn_16_2", method="ab"), 68.89),
+        (dict(table="sskd_cifar100", teacher="resnet56", student="resnet20", method="at"), 71.78),
+        (dict(table="sskd_cifar100", teacher="resnet32x4", student="ShuffleV1", method="ab"), 76.24),
+        (dict(table="sskd_cifar100", teacher="vgg13", student="MobileNetV2", method="ft"), 69.19),
+        # CD README, ImageNet top-5 errors
+        (dict(table="cd_imagenet", method="teacher", metric="top5_error"), 8.74),
+        (dict(table="cd_imagenet", method="fitnet", metric="top5_error"), 10.77),
+        (dict(table="cd_imagenet", method="cd+gkd", metric="top5_error"), 9.41),
+    ],
+)
+def test_readme_spot_values(where, expected):
+    assert value(**where) == pytest.approx(expected)
+
+
+def test_sskd_table_methods_and_pairs():
+    rows = reported.load(table="sskd_cifar100")
+    assert list(rows["method"].unique()) == ["teacher", "student", *SSKD_METHODS]
+    assert set(rows.groupby(["teacher", "student"]).size()) == {13}
+    assert rows[["teacher", "student"]].drop_duplicates().shape[0] == 11
+
+
+def test_cd_imagenet_has_both_errors_for_every_method():
+    rows = reported.load(table="cd_imagenet")
+    per_metric = rows.groupby("metric")["method"].apply(list)
+    assert per_metric["top1_error"] == per_metric["top5_error"]
+    assert len(per_metric["top1_error"]) == 9
+    assert (rows.loc[rows.metric == "top5_error", "source"] == "CD README (top-5 error)").all()
