@@ -17,7 +17,7 @@ from . import methods as methods_mod
 from .cost import PeakMemory, time_epoch
 from .models import create_model
 from .profiles import Profile
-from .results import Store, config_key, num_classes, train_or_load
+from .results import Store, config_key, num_classes, train_or_load, with_health
 from .teachers import Teacher
 from .train import Options, Student, distill_many
 
@@ -301,6 +301,33 @@ def pilot_table(records: list[dict]) -> "pd.DataFrame":
                      "seeds_for_1": stats.seeds_for(1.0, d.sd) if d.sd > 0 else 2,
                      "group_s": sum(wall) / len(wall)})
     return pd.DataFrame(rows)
+
+
+# The first published design (2000 training / 2000 test images, 8 epochs): its collapses and
+# their float32 reruns are the evidence of chapter 3 (AB, FT) and chapter 5 (TTM, WTTM).
+FIRST_DESIGN = {"profile": "cpu", "data.train_size": 2000, "data.test_size": 2000, "recipe.epochs": 8}
+
+
+def first_design(student: str, methods: list[str], results_dir="results") -> "pd.DataFrame":
+    """The first design's stored runs of ``methods`` into ``student``, in both precisions.
+
+    Returns:
+        one row per run: ``method``, ``weight`` (TTM's/WTTM's β, else NaN), ``precision``
+        (``"bf16"`` or ``"float32"``), ``seed``, ``last_acc`` (%) and ``health`` (``"trained"``
+        or the diagnosis, judged against the vanilla run of the same seed and precision).
+    """
+    import numpy as np
+    import pandas as pd
+    recs = [r for r in Store(results_dir).records(**FIRST_DESIGN, **{"student.arch": student})
+            if r["config"]["method"]["name"] in methods]
+    rows = []
+    for r in with_health(recs):
+        m = r["config"]["method"]
+        rows.append({"method": m["name"], "weight": m.get("ttm_weight", m.get("wttm_weight", np.nan)),
+                     "precision": "bf16" if r["config"]["amp"] else "float32", "seed": r["config"]["seed"],
+                     "last_acc": r["last_acc"],
+                     "health": "trained" if r["health"]["trained"] else r["health"]["diagnosis"]})
+    return pd.DataFrame(rows, columns=["method", "weight", "precision", "seed", "last_acc", "health"])
 
 
 def rerun(records: list[dict], *, results_dir="results", data_root=None, progress=True, **profile_overrides) -> list[dict]:

@@ -136,6 +136,20 @@ def explore(draw: Callable, sliders: dict, grid: dict, title: str | None = None,
     plt.show()
 
 
+def first_design_table(first: pd.DataFrame, results_dir) -> None:
+    """Show :func:`kdlib.experiments.first_design`'s runs with one column per precision and seed
+    (last-epoch accuracy, %; ✗ marks a run that failed to train), or say they are not stored."""
+    if first.empty:
+        markdown(f"*The first design's records are not in `{results_dir}` (they are in the published cpu "
+                 "profile's store, `results/`).*")
+        return
+    run = first.method + first.weight.map(lambda w: "" if pd.isna(w) else f" β={w:g}")
+    shown = [f"{a:.2f}" + ("" if h == "trained" else " ✗") for a, h in zip(first.last_acc, first.health)]
+    view = first.assign(run=run, shown=shown).pivot_table(index="run", columns=["precision", "seed"], values="shown",
+                                                          aggfunc="first")
+    display(view.fillna("–"))
+
+
 def markdown(text: str) -> None:
     """Show Markdown (tables, math, HTML boxes) as a cell output: JupyterLab and the HTML book
     render it alike, so chapter prose that carries numbers is shown this way (:func:`prose`)."""

@@ -152,3 +152,22 @@ def health_count(records: list[dict]) -> str:
     return (f"{len(failed)} of {len(unique)} runs failed to train: "
             + "; ".join(f"{r.get('label', r['config']['method']['name'])}{' on ' + r['pair'] if r.get('pair') else ''}, "
                         f"seed {r['config']['seed']}: {r['health']['diagnosis']}" for r in failed) + ".")
+
+
+def collapse_text(first) -> str:
+    """Which of :func:`kdlib.experiments.first_design`'s runs failed in which precision, and
+    whether that rules bf16 out (a run that fails in float32 too), as sentences."""
+    if first.empty:
+        return "The first design's records are not stored in this profile."
+    bad = first[first.health != "trained"]
+    if bad.empty:
+        return "Every stored run of the first design trained."
+    run = bad.method + bad.weight.map(lambda w: "" if w != w else f" β={w:g}")
+    by_run = {r: sorted(set(bad.precision[run == r])) for r in dict.fromkeys(run)}
+    text = "; ".join(f"{r} failed in {' and '.join(p)} ({', '.join(f'{a:.1f}%' for a in bad.last_acc[run == r])})"
+                     for r, p in by_run.items())
+    both = [r for r, p in by_run.items() if len(p) == 2]
+    if both:
+        text += (f". {', '.join(both)} {'fails' if len(both) == 1 else 'fail'} in float32 too, with the same "
+                 "teacher, data, seeds and hyperparameters, so bf16 autocast is not the cause")
+    return "In the first design, " + text + "."
