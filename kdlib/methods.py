@@ -210,6 +210,11 @@ class Method(nn.Module):
         """The stage to train before the main one, if the method has one (called after setup)."""
         return None
 
+    def report(self) -> dict[str, float]:
+        """What the method measured of itself in the run's last epoch, stored in the run's record
+        as ``method_report`` (SSKD: its teacher head's self-supervised accuracy); none by default."""
+        return {}
+
     def span(self, epochs: float) -> int:
         """``epochs`` of the paper's run as optimizer steps of this run: the same fraction of
         the run, rounded, and at least :data:`MIN_SPAN` steps unless ``epochs`` is 0."""
@@ -1070,6 +1075,10 @@ class SSKD(Distillation):
         super().setup(info)
         self.head_s = losses.SSKDHead(info.feats_s.pooled.shape[1])
         self.head_t = losses.SSKDHead(info.feats_t.pooled.shape[1]).requires_grad_(False)
+        # the last epoch's steps, where the frozen teacher head's accuracy is measured (a resumed
+        # run re-runs whole epochs, so these counts need no checkpoint)
+        self._report_from = info.steps - (info.steps_per_epoch or info.steps) + 1
+        self._head_acc: list[Tensor] = []
 
     def init_stage(self, model):
         self.head_t.requires_grad_(True)
@@ -1083,8 +1092,15 @@ class SSKD(Distillation):
     def forward(self, batch, fs, ft, step):
         with torch.no_grad():
             proj_t = self.head_t(ft.pooled)
+            if step >= self._report_from:
+                self._head_acc.append(losses.sskd_head_accuracy(proj_t))
         t = losses.sskd(fs.logits, ft.logits, self.head_s(fs.pooled), proj_t, batch.labels, **self.hparams)
         return {"ce": self.ce_weight * t.ce, **{k: w * getattr(t, k) for k, w in self.weights.items()}}
+
+    def report(self):
+        """``teacher_ss_acc``: % of the last epoch's rotated rows whose nearest unrotated image
+        (cosine of the frozen teacher head's embeddings) is their own, as SSKD's code logs it."""
+        return {"teacher_ss_acc": float(torch.stack(self._head_acc).mean())} if self._head_acc else {}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -333,7 +333,7 @@ class _Run:
             for cb in self.opts.callbacks:
                 cb(epoch, metrics)
         return {s.name: {**summarize(s.history), "num_classes": self.dataset.num_classes,
-                         "predictions": s.predictions} for s in self.students}
+                         "predictions": s.predictions, **_reported(s.method)} for s in self.students}
 
     def _init_stage(self, s: Student) -> None:
         """Run the method's pre-training stage with its own optimizer (epochs -1, -2, ... of the loader)."""
@@ -540,6 +540,12 @@ def evaluate(model: nn.Module, loader: DeviceLoader, amp: bool = False) -> float
 def accuracy(predictions: Tensor, labels: Tensor) -> float:
     """Top-1 accuracy in % of ``(N,)`` predicted classes against ``(N,)`` labels."""
     return 100.0 * int((predictions == labels).sum()) / len(labels)
+
+
+def _reported(method: Method) -> dict:
+    """``{"method_report": ...}`` when the method measured something of itself (SSKD), else ``{}``."""
+    report = method.report()
+    return {"method_report": report} if report else {}
 
 
 def summarize(history: list[dict]) -> dict:

@@ -118,3 +118,14 @@ def test_no_gradient_reaches_the_teacher():
     _total(losses.sskd(logits_s, logits_t, proj_s, proj_t, y)).backward()
     assert logits_t.grad is None and proj_t.grad is None
     assert logits_s.grad.abs().sum() > 0 and proj_s.grad.abs().sum() > 0
+
+
+def test_sskd_head_accuracy_closed_forms():
+    """One-hot image identities: every rotated row finds its own image (100 %); identities
+    shifted by one image: none does (0 %)."""
+    B = 6
+    identity = torch.eye(B).repeat_interleave(4, 0)
+    shifted = identity.unflatten(0, (B, 4)).clone()
+    shifted[:, 0] = shifted[:, 0].roll(1, 0)
+    assert float(losses.sskd_head_accuracy(identity)) == 100.0
+    assert float(losses.sskd_head_accuracy(shifted.flatten(0, 1))) == 0.0

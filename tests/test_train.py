@@ -1,6 +1,8 @@
 """The trainer: it learns, distill_many equals separate runs, resume equals no interruption, DDP."""
 from __future__ import annotations
 
+import math
+
 import os
 
 import pytest
@@ -233,3 +235,15 @@ def test_nan_weights_stop_the_run_before_they_are_recorded(synthetic):
 
     with pytest.raises(NonFiniteLossError, match="weights became NaN/Inf in epoch 1"):
         distill_many([Student("s", net, PoisonsWeights())], None, synthetic, tiny_recipe(1), options=FAST)
+
+
+def test_sskd_records_its_teacher_heads_self_supervised_accuracy(synthetic):
+    """SSKD's summary carries the frozen teacher head's accuracy on the last epoch's rotated
+    rows (``method_report``), measured on that epoch's steps only; other methods report nothing."""
+    torch.manual_seed(0)
+    teacher = create_model("resnet8", 10, 1).eval()
+    students = [Student(m, create_model("resnet8", 10, 1), methods.create(m)) for m in ("sskd", "kd")]
+    out = distill_many(students, teacher, synthetic, tiny_recipe(3, batch_size=32), seed=0, options=FAST)
+    acc = out["sskd"]["method_report"]["teacher_ss_acc"]
+    assert 0.0 <= acc <= 100.0 and "method_report" not in out["kd"]
+    assert len(students[0].method._head_acc) == math.ceil(len(synthetic.train) / 32)  # one epoch of steps

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ._fp32 import fp32
 from .logits import kd, kd_per_sample, masked_mean
 
-__all__ = ["SSKDHead", "SSKDTerms", "sskd", "sskd_head_loss"]
+__all__ = ["SSKDHead", "SSKDTerms", "sskd", "sskd_head_accuracy", "sskd_head_loss"]
 
 
 class SSKDHead(nn.Sequential):
@@ -143,3 +143,18 @@ def sskd_head_loss(proj: Tensor) -> Tensor:
     """
     sim = _rotation_similarity(proj)
     return F.cross_entropy(sim, torch.arange(len(sim), device=sim.device) // 3)
+
+
+@torch.no_grad()
+def sskd_head_accuracy(proj: Tensor) -> Tensor:
+    """Share (in %) of the rotated rows whose most similar unrotated image is their own: what
+    SSKD's code logs as the teacher head's self-supervised accuracy while stage 1 trains it.
+
+    Args:
+        proj: ``(4B, d)`` head outputs on the image-major rotated batch.
+
+    Returns:
+        A scalar in [0, 100]. Book: chapter 4 "SSKD".
+    """
+    sim = _rotation_similarity(proj)
+    return 100.0 * (sim.argmax(1) == torch.arange(len(sim), device=sim.device) // 3).float().mean()
