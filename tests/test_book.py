@@ -28,6 +28,21 @@ def test_chapter_sources_are_stored_without_outputs():
         assert "parameters" in code[0]["metadata"].get("tags", []), f"{path.name}: first code cell must be tagged parameters"
 
 
+def test_figure_and_prose_code_is_hidden_in_the_html_and_shown_in_lab():
+    """Cells that draw, display or write prose carry Jupyter Book's ``hide-input`` (a toggle in
+    the HTML); only the prose cells also collapse their input in Lab (``source_hidden``)."""
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        for c in json.loads(path.read_text())["cells"]:
+            src, meta = "".join(c["source"]), c["metadata"]
+            if c["cell_type"] != "code" or src.startswith("import") or "ch = Chapter(" in src:
+                continue
+            tags = meta.get("tags", [])
+            if any(k in src for k in ("plt.", "plots.", "display(")) and "parameters" not in tags:
+                assert {"hide-input", "remove-cell"} & set(tags), f"{path.name}: {src[:60]!r}"
+            assert meta.get("jupyter", {}).get("source_hidden", False) == (
+                src.startswith("plots.prose(") or "remove-cell" in tags), f"{path.name}: {src[:60]!r}"
+
+
 @pytest.fixture(scope="session")
 def smoke_book():
     """Run every chapter in the smoke profile and build the HTML (the CI check of the book)."""
